@@ -1,0 +1,206 @@
+//! The command line: one definition (clap derive) that parsing, `--help`,
+//! completions and the man page share. Parsing only validates and records;
+//! each command file turns its arguments into an options struct and calls
+//! `ops`. Exit codes are decided in `main.rs`.
+
+pub mod apply;
+pub mod drift;
+pub mod graph;
+pub mod import;
+pub mod lock;
+pub mod plan;
+pub mod state;
+pub mod validate;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::error::Result;
+use crate::model::Address;
+use crate::ops::Context;
+use crate::shell::{Shell, Verbosity};
+
+/// What a command asks `main` to exit with, besides errors (exit 1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: success, or no changes.
+    Success,
+    /// 2: changes present (`plan --detailed-exitcode`), or only manifest changes pending (`drift`).
+    Changes,
+    /// 3: something changed outside phoenix (`drift`).
+    Drift,
+}
+
+/// Plan and apply a Proxmox VE homelab from its JSON manifests.
+#[derive(Debug, Parser)]
+#[command(name = "phoenix", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// The site root, holding `etc/` and `stacks/`.
+    #[arg(long, global = true, env = "PHOENIX_ROOT", default_value = ".")]
+    pub root: PathBuf,
+    /// The state file [default: <root>/state/phoenix.state.json].
+    #[arg(long, global = true, env = "PHOENIX_STATE")]
+    pub state: Option<PathBuf>,
+    /// No colors (also when NO_COLOR is set or the output is not a terminal).
+    #[arg(long, global = true)]
+    pub no_color: bool,
+    /// Print only errors.
+    #[arg(long, short, global = true, conflicts_with = "verbose")]
+    pub quiet: bool,
+    /// Print more: every warning, every state commit.
+    #[arg(long, short, global = true)]
+    pub verbose: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load every manifest and report errors (exit 1) and warnings (exit 0).
+    Validate,
+    /// Show what apply would change.
+    Plan(plan::PlanArgs),
+    /// Change what differs, and record it in the state.
+    Apply(apply::ApplyArgs),
+    /// Read-only check for CI: exit 0 in sync, 2 manifest changes pending, 3 changed outside phoenix.
+    Drift(drift::DriftArgs),
+    /// Inspect or edit the state.
+    #[command(subcommand)]
+    State(state::StateCommand),
+    /// Take an existing object into the state, as it is.
+    Import(import::ImportArgs),
+    /// Print the dependency graph of the manifests.
+    Graph(graph::GraphArgs),
+    /// Remove a lock left behind by a process that is gone.
+    ForceUnlock(lock::ForceUnlockArgs),
+    /// Print shell completions.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// Flags shared by commands that take the state lock.
+#[derive(Debug, Clone, Args)]
+pub struct LockArgs {
+    /// Wait this long for the state lock (e.g. `30s`, `5m`) instead of failing at once.
+    #[arg(long, value_parser = parse_duration, default_value = "0s")]
+    pub lock_timeout: Duration,
+}
+
+/// Parallelism of refresh and apply.
+#[derive(Debug, Clone, Args)]
+pub struct ParallelArgs {
+    /// How many operations run at once.
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub parallelism: u16,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Format {
+    Text,
+    Json,
+    Markdown,
+}
+
+pub fn parse_duration(s: &str) -> std::result::Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 30s, 5m, 1h)"))
+}
+
+pub fn parse_address(s: &str) -> std::result::Result<Address, String> {
+    s.parse::<Address>().map_err(|e| e.to_string())
+}
+
+impl Cli {
+    fn context(&self) -> Context {
+        let color = !self.no_color
+            && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            && console::Term::stderr().is_term();
+        let verbosity = if self.quiet {
+            Verbosity::Quiet
+        } else if self.verbose {
+            Verbosity::Verbose
+        } else {
+            Verbosity::Normal
+        };
+        let state_path = self
+            .state
+            .clone()
+            .unwrap_or_else(|| crate::ops::default_state_path(&self.root));
+        Context {
+            root: self.root.clone(),
+            state_path,
+            shell: Shell::new(color, verbosity),
+        }
+    }
+
+    /// Run the command. Errors are printed by `main`.
+    pub fn run(self) -> (Context, Result<Exit>) {
+        let ctx = self.context();
+        let r = match self.command {
+            Command::Validate => validate::run(&ctx),
+            Command::Plan(a) => plan::run(&ctx, a),
+            Command::Apply(a) => apply::run(&ctx, a),
+            Command::Drift(a) => drift::run(&ctx, a),
+            Command::State(c) => state::run(&ctx, c),
+            Command::Import(a) => import::run(&ctx, a),
+            Command::Graph(a) => graph::run(&ctx, a),
+            Command::ForceUnlock(a) => lock::run(&ctx, a),
+            Command::Completions { shell } => {
+                let mut cmd = <Cli as clap::CommandFactory>::command();
+                clap_complete::generate(shell, &mut cmd, "phoenix", &mut std::io::stdout());
+                Ok(Exit::Success)
+            }
+        };
+        (ctx, r)
+    }
+}
+
+/// A tokio runtime for the commands that talk to the network.
+pub fn runtime() -> Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .map_err(|source| crate::error::Error::Io {
+            action: "start the async runtime for",
+            path: PathBuf::from("phoenix"),
+            source,
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        <Cli as clap::CommandFactory>::command().debug_assert();
+    }
+
+    #[test]
+    fn json_and_format_conflict() {
+        let r = Cli::try_parse_from(["phoenix", "plan", "--json", "--format", "markdown"]);
+        assert!(r.is_err());
+        let ok = Cli::try_parse_from(["phoenix", "plan", "--json"]).unwrap();
+        assert!(matches!(ok.command, Command::Plan(ref p) if p.json));
+    }
+
+    #[test]
+    fn lock_timeout_parses_durations() {
+        let c = Cli::try_parse_from(["phoenix", "apply", "--lock-timeout", "5m"]).unwrap();
+        let Command::Apply(a) = c.command else {
+            panic!()
+        };
+        assert_eq!(a.lock.lock_timeout, Duration::from_secs(300));
+        assert!(Cli::try_parse_from(["phoenix", "apply", "--lock-timeout", "soon"]).is_err());
+    }
+
+    #[test]
+    fn targets_must_be_addresses() {
+        assert!(Cli::try_parse_from(["phoenix", "plan", "--target", "lxc.101"]).is_ok());
+        assert!(Cli::try_parse_from(["phoenix", "plan", "--target", "101"]).is_err());
+    }
+}

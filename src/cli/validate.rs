@@ -1,0 +1,44 @@
+//! `phoenix validate`: load every manifest; errors exit 1, warnings 0.
+
+use super::Exit;
+use crate::error::{Error, Result};
+use crate::manifest::{self, ManifestError, Severity};
+use crate::ops::Context;
+
+pub fn run(ctx: &Context) -> Result<Exit> {
+    let diagnostics = match manifest::load(&ctx.root) {
+        Ok(l) => {
+            let built = crate::model::desired(&l.site);
+            let mut d = l.diagnostics;
+            if let Err(mut errs) = built {
+                d.append(&mut errs);
+            }
+            d
+        }
+        Err(ManifestError::Invalid { diagnostics }) => diagnostics,
+        Err(e) => return Err(Error::Manifest(e)),
+    };
+    for d in &diagnostics {
+        ctx.shell.raw(d);
+        ctx.shell.raw("");
+    }
+    let errors = diagnostics
+        .iter()
+        .filter(|d| d.severity == Severity::Error)
+        .count();
+    let warnings = diagnostics.len() - errors;
+    if errors > 0 {
+        return Err(Error::msg(
+            format!(
+                "{} is not valid: {errors} error(s), {warnings} warning(s)",
+                ctx.root.display()
+            ),
+            "fix the errors above; each names its file, line and JSON path",
+        ));
+    }
+    ctx.shell.status(
+        "Validated",
+        format!("{}: 0 errors, {warnings} warning(s)", ctx.root.display()),
+    );
+    Ok(Exit::Success)
+}

@@ -1,0 +1,304 @@
+//! Every major operation is implemented here; each command in `cli/` is a
+//! thin wrapper that builds an options struct and calls one of these.
+//!
+//! The flow is DESIGN.md's: manifests -> desired; state -> prior; providers
+//! -> live; `plan::diff` -> plan; `apply::execute` -> providers.
+
+pub mod apply;
+pub mod graph;
+pub mod planfile;
+pub mod state_cmds;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+use crate::manifest::{self, Severity, Site};
+use crate::model::{self, Address, Desired, LiveObject};
+use crate::plan::{self, DiffInput, DiffOptions, Plan};
+use crate::providers::{self, Registry, Settings};
+use crate::shell::Shell;
+use crate::state::local::LoadedState;
+use crate::state::secrets::SecretKey;
+use crate::state::{LocalBackend, LockGuard, LockMode, PendingKind, State};
+
+/// What every operation gets: where the site and the state are, and the Shell.
+pub struct Context {
+    pub root: PathBuf,
+    pub state_path: PathBuf,
+    pub shell: Shell,
+}
+
+impl Context {
+    pub fn backend(&self) -> LocalBackend {
+        LocalBackend::new(&self.state_path)
+    }
+
+    pub fn secret_key(&self) -> Result<SecretKey> {
+        SecretKey::load_or_create(&self.backend().key_path()).map_err(|e| Error::Message {
+            message: e.to_string(),
+            help: Some("the key file sits beside the state file; check its permissions".into()),
+        })
+    }
+
+    /// Take the state lock, announcing a wait (`Blocking`) only on contention.
+    pub fn lock(&self, mode: LockMode, operation: &str, timeout: Duration) -> Result<LockGuard> {
+        let backend = self.backend();
+        Ok(backend.lock(mode, operation, timeout, |holder| {
+            let who = holder.map_or_else(|| "a reader".to_string(), ToString::to_string);
+            self.shell.status(
+                "Blocking",
+                format!("waiting for the state lock (held by {who})"),
+            );
+        })?)
+    }
+
+    /// Load the state (the lock is the caller's business), saying if the backup was used.
+    pub fn load_state(&self) -> Result<LoadedState> {
+        let loaded = self.backend().load()?;
+        if let Some(why) = &loaded.from_backup {
+            self.shell.warn(format!(
+                "the state file was unreadable ({why}); loaded {} instead",
+                self.backend().backup_path().display()
+            ));
+        }
+        Ok(loaded)
+    }
+}
+
+/// Load and validate the manifests, printing warnings; errors stop here.
+pub fn load_site(ctx: &Context) -> Result<Site> {
+    match manifest::load(&ctx.root) {
+        Ok(loaded) => {
+            for d in &loaded.diagnostics {
+                if ctx.shell.verbosity() == crate::shell::Verbosity::Verbose {
+                    ctx.shell.raw(d);
+                }
+            }
+            let n = loaded
+                .diagnostics
+                .iter()
+                .filter(|d| d.severity == Severity::Warning)
+                .count();
+            if n > 0 && ctx.shell.verbosity() != crate::shell::Verbosity::Verbose {
+                ctx.shell.note(format!(
+                    "the manifests have {n} warning(s); `phoenix validate` lists them"
+                ));
+            }
+            Ok(loaded.site)
+        }
+        Err(e) => {
+            if let manifest::ManifestError::Invalid { diagnostics } = &e {
+                for d in diagnostics.iter().filter(|d| d.severity == Severity::Error) {
+                    ctx.shell.raw(d);
+                }
+            }
+            Err(Error::Manifest(e))
+        }
+    }
+}
+
+/// The desired resources of a site.
+pub fn desired(ctx: &Context, site: &Site) -> Result<Desired> {
+    model::desired(site).map_err(|diags| {
+        for d in &diags {
+            ctx.shell.raw(d);
+        }
+        Error::Desired(diags)
+    })
+}
+
+/// Read the live objects of these addresses, one bulk call per kind.
+pub async fn refresh(
+    ctx: &Context,
+    registry: &Registry,
+    addresses: &BTreeSet<Address>,
+) -> Result<BTreeMap<Address, LiveObject>> {
+    let mut by_kind: BTreeMap<&str, Vec<Address>> = BTreeMap::new();
+    for a in addresses {
+        by_kind.entry(a.kind()).or_default().push(a.clone());
+    }
+    let mut live = BTreeMap::new();
+    for (kind, addrs) in by_kind {
+        let Some(p) = registry.get(kind) else {
+            return Err(Error::msg(
+                format!("no provider serves `{kind}`"),
+                "this phoenix does not know that kind; check the manifests and the state",
+            ));
+        };
+        ctx.shell
+            .status("Refreshing", format!("{} {kind} object(s)", addrs.len()));
+        live.extend(p.refresh(&addrs).await?);
+    }
+    Ok(live)
+}
+
+/// Options that shape a plan.
+#[derive(Debug, Clone, Default)]
+pub struct PlanOptions {
+    pub targets: Vec<Address>,
+    pub adopt: bool,
+    pub refresh_only: bool,
+    pub lock_timeout: Duration,
+}
+
+/// A plan and everything it was computed from.
+pub struct Planned {
+    pub site: Site,
+    pub plan: Plan,
+    pub desired: Desired,
+    pub live: BTreeMap<Address, LiveObject>,
+    pub state: State,
+    pub registry: Registry,
+    pub key: SecretKey,
+}
+
+/// Provider settings for a site.
+pub fn settings(site: Option<&Site>) -> Result<Settings> {
+    Ok(Settings {
+        proxmox: providers::proxmox::PveSettings::resolve(site)?,
+    })
+}
+
+/// Check that the targets name something.
+fn check_targets(targets: &[Address], desired: &Desired, state: &State) -> Result<()> {
+    for t in targets {
+        if desired.get(t).is_none() && !state.resources.contains_key(t) {
+            return Err(Error::msg(
+                format!("target `{t}` is neither in the manifests nor in the state"),
+                "`phoenix state list` shows what phoenix manages; `phoenix graph` shows what the manifests define",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Compute a plan. With `state` given, the caller holds the lock and has
+/// loaded it; otherwise the state is read under a shared lock held only for
+/// that read, so a plan never blocks an apply for longer.
+pub async fn compute_plan(
+    ctx: &Context,
+    opts: &PlanOptions,
+    state: Option<State>,
+) -> Result<Planned> {
+    let site = load_site(ctx)?;
+    let desired = desired(ctx, &site)?;
+    let state = match state {
+        Some(s) => s,
+        None => {
+            let _guard = ctx.lock(LockMode::Shared, "plan", opts.lock_timeout)?;
+            ctx.load_state()?.state
+        }
+    };
+    check_targets(&opts.targets, &desired, &state)?;
+    let key = ctx.secret_key()?;
+    let mut addresses = plan::diff::scope(&desired, &state.resources, &opts.targets);
+    let journaled: BTreeSet<Address> = state
+        .pending
+        .iter()
+        .filter(|p| p.op == PendingKind::Create)
+        .map(|p| p.address.clone())
+        .filter(|a| opts.targets.is_empty() || addresses.contains(a))
+        .collect();
+    addresses.extend(journaled.iter().cloned());
+    let kinds: BTreeSet<String> = addresses.iter().map(|a| a.kind().to_string()).collect();
+    let registry = providers::registry(&kinds, &settings(Some(&site))?)?;
+    let live = refresh(ctx, &registry, &addresses).await?;
+    let recovered: BTreeSet<Address> = journaled
+        .into_iter()
+        .filter(|a| live.contains_key(a) && !state.resources.contains_key(a))
+        .collect();
+    let diff_opts = DiffOptions {
+        adopt: opts.adopt,
+        refresh_only: opts.refresh_only,
+        targets: opts.targets.clone(),
+    };
+    let fp = |v: &Value| key.fingerprint(v);
+    let plan = plan::diff(&DiffInput {
+        desired: &desired,
+        prior: &state.resources,
+        live: &live,
+        recovered: &recovered,
+        options: &diff_opts,
+        secret_fingerprint: &fp,
+    })
+    .map_err(|problems| {
+        for p in &problems {
+            ctx.shell.error(p);
+        }
+        Error::Plan(problems)
+    })?;
+    Ok(Planned {
+        site,
+        plan,
+        desired,
+        live,
+        state,
+        registry,
+        key,
+    })
+}
+
+/// Render a plan in a format to a writer.
+pub fn render(
+    plan: &Plan,
+    format: OutputFormat,
+    out: &mut dyn std::io::Write,
+    color: bool,
+) -> Result<()> {
+    let r = match format {
+        OutputFormat::Text => plan::render::text::render(plan, out, color),
+        OutputFormat::Json => plan::render::json::render(plan, out),
+        OutputFormat::Markdown => plan::render::markdown::render(plan, out),
+    };
+    r.map_err(|source| Error::Io {
+        action: "write the plan to",
+        path: PathBuf::from("stdout"),
+        source,
+    })
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OutputFormat {
+    Text,
+    Json,
+    Markdown,
+}
+
+/// Drift check result, for `phoenix drift`'s exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriftStatus {
+    InSync,
+    PendingManifestChanges,
+    Drifted,
+}
+
+/// `phoenix drift`: read-only; shared lock for the state read only.
+pub async fn drift(ctx: &Context, lock_timeout: Duration) -> Result<(Plan, DriftStatus)> {
+    let planned = compute_plan(
+        ctx,
+        &PlanOptions {
+            lock_timeout,
+            ..Default::default()
+        },
+        None,
+    )
+    .await?;
+    let plan = planned.plan;
+    let status = if plan.has_drift() {
+        DriftStatus::Drifted
+    } else if plan.has_changes() {
+        DriftStatus::PendingManifestChanges
+    } else {
+        DriftStatus::InSync
+    };
+    Ok((plan, status))
+}
+
+/// Resolve `--state`: relative to the working directory if given, else under the root.
+pub fn default_state_path(root: &Path) -> PathBuf {
+    root.join("state").join("phoenix.state.json")
+}

@@ -1,0 +1,145 @@
+//! The human rendering, in Terraform's grammar: `+` create, `~` update, `-/+`
+//! replace, `-` destroy, `<=` adopt; one line per changed attribute.
+
+use std::io::{self, Write};
+
+use console::Style;
+use serde_json::Value;
+
+use super::{at, headline, summary_line, value};
+use crate::plan::{Action, DriftKind, Plan};
+
+struct Styles {
+    add: Style,
+    change: Style,
+    destroy: Style,
+    adopt: Style,
+    dim: Style,
+    bold: Style,
+}
+
+impl Styles {
+    fn new(color: bool) -> Self {
+        let s = |st: Style| st.force_styling(color);
+        Styles {
+            add: s(Style::new().green()),
+            change: s(Style::new().yellow()),
+            destroy: s(Style::new().red()),
+            adopt: s(Style::new().cyan()),
+            dim: s(Style::new().dim()),
+            bold: s(Style::new().bold()),
+        }
+    }
+
+    fn of(&self, a: Action) -> &Style {
+        match a {
+            Action::Create => &self.add,
+            Action::Update => &self.change,
+            Action::Replace | Action::Delete => &self.destroy,
+            Action::Adopt => &self.adopt,
+            Action::Forget => &self.dim,
+        }
+    }
+}
+
+fn width(keys: impl Iterator<Item = usize>) -> usize {
+    keys.max().unwrap_or(0)
+}
+
+pub fn render(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result<()> {
+    let st = Styles::new(color);
+    if !plan.drift.is_empty() {
+        writeln!(
+            out,
+            "{}",
+            st.bold
+                .apply_to("Objects changed outside phoenix since the last apply:")
+        )?;
+        writeln!(out)?;
+        for d in &plan.drift {
+            match d.kind {
+                DriftKind::Deleted => {
+                    writeln!(
+                        out,
+                        "  # {} was deleted outside phoenix",
+                        st.bold.apply_to(&d.address)
+                    )?;
+                }
+                DriftKind::Changed => {
+                    writeln!(
+                        out,
+                        "  # {} changed outside phoenix",
+                        st.bold.apply_to(&d.address)
+                    )?;
+                    let w = width(d.changed_paths.iter().map(String::len));
+                    for p in &d.changed_paths {
+                        let before = at(d.before.as_ref(), p).unwrap_or(&Value::Null);
+                        let after = at(d.after.as_ref(), p).unwrap_or(&Value::Null);
+                        writeln!(
+                            out,
+                            "    {} {p:<w$} = {} -> {}",
+                            st.change.apply_to("~"),
+                            value(before),
+                            value(after)
+                        )?;
+                    }
+                }
+            }
+            writeln!(out)?;
+        }
+    }
+
+    if !plan.refresh_only && plan.has_changes() {
+        writeln!(out, "phoenix will perform the following actions:")?;
+        writeln!(out)?;
+        for c in &plan.changes {
+            let style = st.of(c.action);
+            writeln!(
+                out,
+                "  {} {}",
+                st.bold.apply_to("#"),
+                st.bold.apply_to(headline(c))
+            )?;
+            let sym = style.apply_to(format!("{:>3}", c.action.symbol()));
+            match c.action {
+                Action::Create => {
+                    writeln!(out, "{sym} {} {{", c.address)?;
+                    if let Some(after) = &c.after {
+                        let w = width(after.keys().map(String::len));
+                        for (k, v) in after {
+                            writeln!(out, "      {} {k:<w$} = {}", style.apply_to("+"), value(v))?;
+                        }
+                    }
+                    writeln!(out, "    }}")?;
+                }
+                Action::Update | Action::Replace | Action::Adopt => {
+                    writeln!(out, "{sym} {} {{", c.address)?;
+                    let w = width(c.changed_paths.iter().map(String::len));
+                    for p in &c.changed_paths {
+                        let before = at(c.before.as_ref(), p).unwrap_or(&Value::Null);
+                        let after = at(c.after.as_ref(), p).unwrap_or(&Value::Null);
+                        let forces = if c.replace_paths.contains(p) {
+                            format!(" {}", st.destroy.apply_to("# forces replacement"))
+                        } else {
+                            String::new()
+                        };
+                        writeln!(
+                            out,
+                            "      {} {p:<w$} = {} -> {}{forces}",
+                            st.change.apply_to("~"),
+                            value(before),
+                            value(after)
+                        )?;
+                    }
+                    writeln!(out, "    }}")?;
+                }
+                Action::Delete | Action::Forget => {
+                    writeln!(out, "{sym} {}", c.address)?;
+                }
+            }
+            writeln!(out)?;
+        }
+    }
+    writeln!(out, "{}", st.bold.apply_to(summary_line(plan)))?;
+    Ok(())
+}

@@ -1,0 +1,236 @@
+//! Proxmox VE: one [`PveApi`] interface (paths as under `/api2/json`), the
+//! HTTPS transport in [`client`], task polling in [`task`], and one file per
+//! resource kind ([`lxc`]).
+
+pub mod client;
+pub mod lxc;
+pub mod task;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::sync::OnceCell;
+
+use super::{BoxFuture, ProviderError, ResourceProvider};
+use crate::manifest::Site;
+
+/// The kinds this provider serves.
+pub const KINDS: &[&str] = &[crate::model::lxc::KIND];
+
+/// The Proxmox API, whatever the transport. Parameters go as PVE takes them
+/// (booleans `0`/`1`, comma-joined `delete`). Answers are the `data` member.
+pub trait PveApi: Send + Sync {
+    fn get<'a>(
+        &'a self,
+        path: &'a str,
+        params: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Value, ProviderError>>;
+    fn post<'a>(
+        &'a self,
+        path: &'a str,
+        params: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Value, ProviderError>>;
+    fn put<'a>(
+        &'a self,
+        path: &'a str,
+        params: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Value, ProviderError>>;
+    fn delete<'a>(
+        &'a self,
+        path: &'a str,
+        params: &'a [(String, String)],
+    ) -> BoxFuture<'a, Result<Value, ProviderError>>;
+    /// How many requests went out, for the benchmark and the tests.
+    fn requests_sent(&self) -> u64;
+}
+
+#[derive(Clone)]
+pub enum PveAuth {
+    /// `user@realm!tokenid=secret`
+    Token(String),
+    Password {
+        user: String,
+        password: String,
+    },
+}
+
+impl std::fmt::Debug for PveAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PveAuth::Token(t) => write!(
+                f,
+                "Token({}=(sensitive))",
+                t.split('=').next().unwrap_or("")
+            ),
+            PveAuth::Password { user, .. } => write!(f, "Password({user}, (sensitive))"),
+        }
+    }
+}
+
+/// How to reach Proxmox. The environment wins over the manifests' `proxmox` section.
+#[derive(Debug, Clone)]
+pub struct PveSettings {
+    pub url: Option<String>,
+    pub node: Option<String>,
+    pub auth: Option<PveAuth>,
+    pub ca_file: Option<PathBuf>,
+    pub request_timeout: Duration,
+    /// How long a task (create, clone, start...) may run before phoenix gives up waiting.
+    pub task_timeout: Duration,
+    /// Concurrent reads during refresh.
+    pub read_concurrency: usize,
+}
+
+impl Default for PveSettings {
+    fn default() -> Self {
+        PveSettings {
+            url: None,
+            node: None,
+            auth: None,
+            ca_file: None,
+            request_timeout: Duration::from_secs(30),
+            task_timeout: Duration::from_secs(600),
+            read_concurrency: 16,
+        }
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|s| !s.trim().is_empty())
+}
+
+/// A secret from `NAME`, or from the file named by `NAME_FILE`.
+fn env_secret(name: &str) -> Result<Option<String>, ProviderError> {
+    if let Some(v) = env(name) {
+        return Ok(Some(v));
+    }
+    match env(&format!("{name}_FILE")) {
+        Some(path) => std::fs::read_to_string(&path)
+            .map(|s| Some(s.trim().to_string()))
+            .map_err(|e| ProviderError::Config(format!("failed to read {name}_FILE {path}: {e}"))),
+        None => Ok(None),
+    }
+}
+
+impl PveSettings {
+    pub fn resolve(site: Option<&Site>) -> Result<Self, ProviderError> {
+        let conn = site.and_then(|s| s.hypervisor.proxmox.clone());
+        let root = site.map(|s| s.root.clone());
+        let mut s = PveSettings {
+            url: env("PHOENIX_PVE_URL").or_else(|| conn.as_ref().and_then(|c| c.url.clone())),
+            node: env("PHOENIX_PVE_NODE").or_else(|| conn.as_ref().and_then(|c| c.node.clone())),
+            ca_file: env("PHOENIX_PVE_CA_FILE").map(PathBuf::from).or_else(|| {
+                conn.as_ref().and_then(|c| c.ca_file.as_ref()).map(|p| {
+                    let p = PathBuf::from(p);
+                    match (&root, p.is_relative()) {
+                        (Some(r), true) => r.join(p),
+                        _ => p,
+                    }
+                })
+            }),
+            ..Default::default()
+        };
+        if let Some(t) = env_secret("PHOENIX_PVE_TOKEN")? {
+            s.auth = Some(PveAuth::Token(t));
+        } else if let Some(p) = env_secret("PHOENIX_PVE_PASSWORD")? {
+            let user = env("PHOENIX_PVE_USER")
+                .or_else(|| conn.as_ref().and_then(|c| c.user.clone()))
+                .ok_or_else(|| {
+                    ProviderError::Config("PHOENIX_PVE_PASSWORD is set but PHOENIX_PVE_USER is not\nhelp: set PHOENIX_PVE_USER=root@pam (or the API user)".into())
+                })?;
+            s.auth = Some(PveAuth::Password { user, password: p });
+        }
+        if let Some(t) = env("PHOENIX_PVE_TIMEOUT") {
+            s.request_timeout = humantime::parse_duration(&t)
+                .map_err(|e| ProviderError::Config(format!("PHOENIX_PVE_TIMEOUT `{t}`: {e}")))?;
+        }
+        if let Some(t) = env("PHOENIX_PVE_TASK_TIMEOUT") {
+            s.task_timeout = humantime::parse_duration(&t).map_err(|e| {
+                ProviderError::Config(format!("PHOENIX_PVE_TASK_TIMEOUT `{t}`: {e}"))
+            })?;
+        }
+        Ok(s)
+    }
+}
+
+/// What every Proxmox kind shares in one run: the API, the node, and the
+/// bulk inventory read once.
+pub struct Pve {
+    pub api: Arc<dyn PveApi>,
+    configured_node: Option<String>,
+    node: OnceCell<String>,
+    inventory: OnceCell<Vec<Value>>,
+    pub task_timeout: Duration,
+    pub read_concurrency: usize,
+}
+
+impl Pve {
+    pub fn new(api: Arc<dyn PveApi>, settings: &PveSettings) -> Self {
+        Pve {
+            api,
+            configured_node: settings.node.clone(),
+            node: OnceCell::new(),
+            inventory: OnceCell::new(),
+            task_timeout: settings.task_timeout,
+            read_concurrency: settings.read_concurrency.max(1),
+        }
+    }
+
+    /// The node to create guests on: PHOENIX_PVE_NODE, else the only node.
+    pub async fn node(&self) -> Result<String, ProviderError> {
+        self.node
+            .get_or_try_init(|| async {
+                let nodes = self.api.get("/nodes", &[]).await?;
+                let names: Vec<String> = nodes
+                    .as_array()
+                    .map(|a| a.iter().filter_map(|n| n["node"].as_str().map(str::to_string)).collect())
+                    .unwrap_or_default();
+                match &self.configured_node {
+                    Some(n) if names.contains(n) => Ok(n.clone()),
+                    Some(n) => Err(ProviderError::Config(format!(
+                        "node `{n}` (PHOENIX_PVE_NODE) is not in the cluster; nodes: {}",
+                        names.join(", ")
+                    ))),
+                    None if names.len() == 1 => Ok(names[0].clone()),
+                    None => Err(ProviderError::Config(format!(
+                        "the cluster has {} nodes ({}); say which one to use\nhelp: set PHOENIX_PVE_NODE",
+                        names.len(),
+                        names.join(", ")
+                    ))),
+                }
+            })
+            .await
+            .cloned()
+    }
+
+    /// `/cluster/resources?type=vm`, read once per run.
+    pub async fn inventory(&self) -> Result<&[Value], ProviderError> {
+        self.inventory
+            .get_or_try_init(|| async {
+                let v = self
+                    .api
+                    .get("/cluster/resources", &[("type".into(), "vm".into())])
+                    .await?;
+                Ok(v.as_array().cloned().unwrap_or_default())
+            })
+            .await
+            .map(Vec::as_slice)
+    }
+}
+
+/// The providers of every Proxmox kind, sharing one connection.
+pub fn providers(settings: &PveSettings) -> Result<Vec<Arc<dyn ResourceProvider>>, ProviderError> {
+    let api: Arc<dyn PveApi> = Arc::new(client::HttpsApi::new(settings)?);
+    let pve = Arc::new(Pve::new(api, settings));
+    Ok(vec![Arc::new(lxc::LxcProvider::new(pve))])
+}
+
+/// `param=value` pairs from `&str` tuples.
+pub fn params(items: &[(&str, String)]) -> Vec<(String, String)> {
+    items
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.clone()))
+        .collect()
+}

@@ -1,0 +1,204 @@
+//! The local state backend: one JSON file, written atomically (temp file in
+//! the same directory, fsync, rename, fsync the directory), mode 0600, with
+//! the previous version kept as `<state>.backup`.
+
+use std::fs::{self, File};
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::lock::{self, LockGuard, LockInfo, LockMode};
+use super::{State, StateError, file};
+
+#[derive(Debug, Clone)]
+pub struct LocalBackend {
+    path: PathBuf,
+}
+
+/// A state as loaded, and where it came from.
+#[derive(Debug)]
+pub struct LoadedState {
+    pub state: State,
+    /// The main file was unreadable and the `.backup` was used; the message says why.
+    pub from_backup: Option<String>,
+    /// No state existed yet: this is a new, empty one.
+    pub fresh: bool,
+}
+
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_os_string();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+impl LocalBackend {
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        LocalBackend { path: path.into() }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn lock_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".lock")
+    }
+
+    pub fn backup_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".backup")
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        with_suffix(&self.path, ".key")
+    }
+
+    pub fn lock(
+        &self,
+        mode: LockMode,
+        operation: &str,
+        timeout: Duration,
+        on_wait: impl FnMut(Option<&LockInfo>),
+    ) -> Result<LockGuard, StateError> {
+        lock::acquire(&self.lock_path(), mode, operation, timeout, on_wait)
+    }
+
+    fn read(path: &Path) -> Result<Option<State>, StateError> {
+        match fs::read_to_string(path) {
+            Ok(text) => file::parse(path, &text).map(Some),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(StateError::Read {
+                path: path.to_path_buf(),
+                source,
+            }),
+        }
+    }
+
+    /// Load the state; an unreadable main file falls back to the `.backup`
+    /// (and says so). A state newer than this phoenix is never bypassed.
+    pub fn load(&self) -> Result<LoadedState, StateError> {
+        match Self::read(&self.path) {
+            Ok(Some(state)) => Ok(LoadedState {
+                state,
+                from_backup: None,
+                fresh: false,
+            }),
+            Ok(None) => Ok(LoadedState {
+                state: State::new(),
+                from_backup: None,
+                fresh: true,
+            }),
+            Err(e @ StateError::NewerFormat { .. }) => Err(e),
+            Err(e) => match Self::read(&self.backup_path()) {
+                Ok(Some(state)) => Ok(LoadedState {
+                    state,
+                    from_backup: Some(e.to_string()),
+                    fresh: false,
+                }),
+                _ => Err(e),
+            },
+        }
+    }
+
+    /// Write `state` if its content differs from `previous`, raising the serial.
+    /// Returns whether anything was written.
+    pub fn save(&self, state: &mut State, previous: &State) -> Result<bool, StateError> {
+        if state.same_content(previous) && self.path.exists() {
+            state.serial = previous.serial;
+            return Ok(false);
+        }
+        state.serial = previous.serial + 1;
+        state.phoenix_version = env!("CARGO_PKG_VERSION").to_string();
+        self.write_atomic(&file::render(state))?;
+        Ok(true)
+    }
+
+    fn write_atomic(&self, text: &str) -> Result<(), StateError> {
+        let werr = |source| StateError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let dir = match self.path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&dir).map_err(werr)?;
+        // NamedTempFile creates the file with mode 0600.
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".phoenix-state-")
+            .tempfile_in(&dir)
+            .map_err(werr)?;
+        tmp.write_all(text.as_bytes()).map_err(werr)?;
+        tmp.as_file().sync_all().map_err(werr)?;
+        if self.path.exists() {
+            // Keep the version being replaced: link it under a temp name, then
+            // rename over the backup, so a backup is always whole.
+            let staged = with_suffix(&self.path, ".backup.tmp");
+            let _ = fs::remove_file(&staged);
+            fs::hard_link(&self.path, &staged).map_err(werr)?;
+            fs::rename(&staged, self.backup_path()).map_err(werr)?;
+        }
+        tmp.persist(&self.path).map_err(|e| werr(e.error))?;
+        fs::set_permissions(&self.path, fs::Permissions::from_mode(0o600)).map_err(werr)?;
+        File::open(&dir).and_then(|d| d.sync_all()).map_err(werr)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::Address;
+    use crate::state::ResourceState;
+
+    fn res(name: &str) -> ResourceState {
+        ResourceState {
+            address: Address::new("lxc", name),
+            kind: "lxc".into(),
+            attributes: Default::default(),
+            remote: serde_json::Value::Null,
+            dependencies: vec![],
+            updated_at: "2026-01-01T00:00:00Z".into(),
+        }
+    }
+
+    #[test]
+    fn serial_rises_only_on_change_and_backup_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("state/phoenix.state.json"));
+        let loaded = b.load().unwrap();
+        assert!(loaded.fresh);
+        let prev = loaded.state;
+        let mut s = prev.clone();
+        assert!(b.save(&mut s, &prev).unwrap());
+        assert_eq!(s.serial, 1);
+        let prev = s.clone();
+        let mut same = s.clone();
+        assert!(!b.save(&mut same, &prev).unwrap());
+        assert_eq!(same.serial, 1);
+        let mut next = prev.clone();
+        next.resources.insert(Address::new("lxc", "1"), res("1"));
+        assert!(b.save(&mut next, &prev).unwrap());
+        assert_eq!(next.serial, 2);
+        let backup = LocalBackend::read(&b.backup_path()).unwrap().unwrap();
+        assert_eq!(backup.serial, 1);
+        let mode = fs::metadata(b.path()).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn corrupt_main_falls_back_to_backup_and_says_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("s.json"));
+        let prev = State::new();
+        let mut s1 = prev.clone();
+        b.save(&mut s1, &prev).unwrap();
+        let mut s2 = s1.clone();
+        s2.resources.insert(Address::new("lxc", "1"), res("1"));
+        b.save(&mut s2, &s1).unwrap();
+        fs::write(b.path(), "{ truncated").unwrap();
+        let loaded = b.load().unwrap();
+        assert_eq!(loaded.state.serial, 1);
+        assert!(loaded.from_backup.is_some());
+    }
+}

@@ -1,0 +1,130 @@
+//! Keyed fingerprints of secret values. The state and every output keep
+//! `hmac-sha256:<hex>` instead of a secret, so a changed secret still shows as
+//! a change, while the key (a file beside the state, mode 0600) never leaves
+//! the machine that runs phoenix.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+
+use crate::model::canonical_json;
+
+/// The marker that prefixes a fingerprint.
+pub const PREFIX: &str = "hmac-sha256:";
+
+#[derive(Clone)]
+pub struct SecretKey {
+    key: [u8; 32],
+}
+
+impl std::fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SecretKey(..)")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("failed to {action} the secret key {path}")]
+pub struct SecretKeyError {
+    pub action: &'static str,
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl SecretKey {
+    pub fn from_bytes(key: [u8; 32]) -> Self {
+        SecretKey { key }
+    }
+
+    /// Read the key, creating it (mode 0600) on first use.
+    pub fn load_or_create(path: &Path) -> Result<Self, SecretKeyError> {
+        let err = |action, source| SecretKeyError {
+            action,
+            path: path.to_path_buf(),
+            source,
+        };
+        match fs::read(path) {
+            Ok(bytes) if bytes.len() == 64 => {
+                let text = String::from_utf8_lossy(&bytes);
+                let mut key = [0u8; 32];
+                hex::decode_to_slice(text.as_ref(), &mut key).map_err(|e| {
+                    err(
+                        "read",
+                        std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()),
+                    )
+                })?;
+                Ok(SecretKey { key })
+            }
+            Ok(_) => Err(err(
+                "read",
+                std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    "expected 64 hex characters",
+                ),
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                let mut key = [0u8; 32];
+                fs::File::open("/dev/urandom")
+                    .and_then(|mut f| f.read_exact(&mut key))
+                    .map_err(|e| err("create", e))?;
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).map_err(|e| err("create", e))?;
+                }
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(0o600)
+                    .open(path)
+                    .map_err(|e| err("create", e))?;
+                f.write_all(hex::encode(key).as_bytes())
+                    .and_then(|_| f.sync_all())
+                    .map_err(|e| err("write", e))?;
+                Ok(SecretKey { key })
+            }
+            Err(e) => Err(err("read", e)),
+        }
+    }
+
+    /// The keyed fingerprint of a value.
+    pub fn fingerprint(&self, value: &Value) -> String {
+        // A key of any length is valid for HMAC, so this cannot fail.
+        let mut mac = match Hmac::<Sha256>::new_from_slice(&self.key) {
+            Ok(m) => m,
+            Err(_) => unreachable!("HMAC accepts keys of any length"),
+        };
+        mac.update(canonical_json(value).as_bytes());
+        format!("{PREFIX}{}", hex::encode(mac.finalize().into_bytes()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn created_once_with_mode_0600_and_stable() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        let a = SecretKey::load_or_create(&p).unwrap();
+        let b = SecretKey::load_or_create(&p).unwrap();
+        assert_eq!(
+            a.fingerprint(&json!("s3cret")),
+            b.fingerprint(&json!("s3cret"))
+        );
+        assert_ne!(
+            a.fingerprint(&json!("s3cret")),
+            a.fingerprint(&json!("other"))
+        );
+        let mode = fs::metadata(&p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        assert!(!a.fingerprint(&json!("s3cret")).contains("s3cret"));
+    }
+}
