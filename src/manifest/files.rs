@@ -821,7 +821,7 @@ pub struct StackService {
 }
 
 /// A stack found under `stacks/<name>/`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Stack {
     /// The directory name.
     pub name: String,

@@ -84,6 +84,15 @@ pub enum GuestKind {
     Vm,
 }
 
+impl std::fmt::Display for GuestKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            GuestKind::Lxc => "lxc",
+            GuestKind::Vm => "vm",
+        })
+    }
+}
+
 impl Site {
     /// Which kind of guest `id` is, if the site declares it.
     pub fn guest_kind(&self, id: u32) -> Option<GuestKind> {
@@ -192,6 +201,11 @@ pub fn load(root: &Path) -> Result<Loaded, ManifestError> {
         },
         _ => return Err(invalid(diagnostics)),
     };
+    // Lints over a partly read site (a stack whose phoenix.json failed) would report
+    // follow-on noise such as "stack not found"; the parse errors come first.
+    if diagnostics.iter().any(Diagnostic::is_error) {
+        return Err(invalid(diagnostics));
+    }
 
     diagnostics.extend(lint::run(&site));
     if diagnostics.iter().any(Diagnostic::is_error) {
@@ -237,6 +251,7 @@ impl Reader<'_> {
     /// `Ok(None)` if the file does not exist or is not UTF-8 (then an error is recorded).
     fn read(&mut self, relative: &Path) -> Result<Option<String>, ManifestError> {
         let path = self.root.join(relative);
+        tracing::debug!(path = %path.display(), "reading manifest");
         match std::fs::read(&path) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => Ok(Some(text)),
@@ -279,7 +294,7 @@ impl Reader<'_> {
         let Some(text) = self.read(relative)? else {
             if self.error_count() == errors_before {
                 self.diagnostics.push(
-                    Diagnostic::error(relative, "required file is missing")
+                    Diagnostic::error(relative, format!("required file {file} is missing"))
                         .with_help(minimal.to_owned()),
                 );
             }

@@ -204,6 +204,12 @@ fn unknown_key_warnings(
             };
             let parent = &first[..first.len().saturating_sub(1)];
             let help = match fields_at(kind, parent).and_then(|fields| closest(&key, fields)) {
+                // Never steer a credential into a field that is kept in git.
+                _ if super::lint::looks_secret(&key) => {
+                    "phoenix never reads credentials from the manifests; remove it and keep it \
+                     in the environment or a secret file"
+                        .to_owned()
+                }
                 Some(field) => format!("did you mean `{field}`?"),
                 None => "phoenix ignores it; remove it or check its spelling".to_owned(),
             };
@@ -432,6 +438,23 @@ mod tests {
         assert_eq!((diags[0].line, diags[0].column), (Some(2), Some(40)));
         assert_eq!(diags[1].message, "key `corse` is not used by phoenix");
         assert_eq!(diags[1].help.as_deref(), Some("did you mean `cores`?"));
+    }
+
+    #[test]
+    fn credentials_are_not_suggested_anywhere() {
+        let text = r#"{"domain_name": "d", "network": {"interfaces": {"name": "vmbr0", "address": "192.0.2.13/24"}},
+            "proxmox": {"node": "pve1", "token_secret": "abc"}}"#;
+        let (value, diags) = run::<HypervisorConfig>(FileKind::Hypervisor, text);
+        assert!(value.is_some());
+        assert_eq!(diags.len(), 1);
+        assert_eq!(diags[0].json_path, "proxmox.token_secret");
+        assert!(
+            diags[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .starts_with("phoenix never reads credentials")
+        );
     }
 
     #[test]

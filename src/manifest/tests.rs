@@ -271,7 +271,7 @@ fn missing_required_file_says_what_a_minimal_one_looks_like() {
     let d = all_diagnostics(load(dir.path()));
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].file, Path::new(VM_FILE));
-    assert_eq!(d[0].message, "required file is missing");
+    assert_eq!(d[0].message, format!("required file {VM_FILE} is missing"));
     assert!(d[0].help.as_deref().unwrap().contains(r#"{"vms": []}"#));
 }
 
@@ -647,4 +647,18 @@ fn ctid_key_parsing() {
     assert_eq!(parse_ctid_key("101"), Ok(101));
     assert!(parse_ctid_key("1000000000").is_err());
     assert!(parse_ctid_key("99999999999").is_err());
+}
+
+#[test]
+fn broken_stack_manifest_is_an_error_without_follow_on_noise() {
+    let mut fixture = Fixture::new();
+    fixture.vms = json!({"vms": [{"vmid": 1001, "name": "vm", "docker_stacks": ["app"]}]});
+    let d = fixture
+        .file("stacks/app/phoenix.json", "{\"environments\": []}")
+        .file("stacks/app/docker-compose.yml", "services: {}\n")
+        .load();
+    assert_eq!(d.len(), 1, "{d:#?}");
+    assert_eq!(d[0].file, Path::new("stacks/app/phoenix.json"));
+    assert_eq!(d[0].json_path, "environments");
+    assert!(d[0].is_error());
 }

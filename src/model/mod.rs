@@ -149,8 +149,41 @@ pub trait Kind: Send + Sync {
 }
 
 /// Every kind phoenix knows. A new kind adds one line here.
+#[cfg(not(test))]
 pub fn kinds() -> &'static [&'static dyn Kind] {
     &[&lxc::LxcKind]
+}
+
+/// In unit tests, also a kind with a secret, to prove secrets never show.
+#[cfg(test)]
+pub fn kinds() -> &'static [&'static dyn Kind] {
+    &[&lxc::LxcKind, &testkind::SecretKind]
+}
+
+#[cfg(test)]
+pub mod testkind {
+    //! A kind that exists only in unit tests: one sensitive attribute.
+    use super::*;
+
+    pub static SCHEMA: KindSchema = KindSchema {
+        kind: "test_secret",
+        provider: "test",
+        force_new: &[],
+        grow_only: &[],
+        sensitive: &["password"],
+        destroy_protected: false,
+    };
+
+    pub struct SecretKind;
+
+    impl Kind for SecretKind {
+        fn schema(&self) -> &'static KindSchema {
+            &SCHEMA
+        }
+        fn desired(&self, _site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {
+            Ok(Vec::new())
+        }
+    }
 }
 
 /// The schema of a kind by its address prefix.

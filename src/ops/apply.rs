@@ -60,8 +60,10 @@ impl StateStore for LocalStore {
     }
 }
 
-struct ShellHooks<'a> {
-    shell: &'a Shell,
+/// Status lines for each change. The executor wants `'static` hooks, so this
+/// owns a Shell with the context's settings.
+struct ShellHooks {
+    shell: Shell,
 }
 
 fn verb(a: Action) -> &'static str {
@@ -75,7 +77,7 @@ fn verb(a: Action) -> &'static str {
     }
 }
 
-impl Hooks for ShellHooks<'_> {
+impl Hooks for ShellHooks {
     fn started(&self, change: &Change) {
         self.shell.status(verb(change.action), &change.address);
     }
@@ -211,6 +213,7 @@ pub async fn apply(
                 .is_some_and(|s| s.plan.changes.iter().any(|c| c.action == Action::Adopt)),
         refresh_only: false,
         lock_timeout: opts.lock_timeout,
+        parallelism: opts.parallelism,
     };
     let planned = compute_plan(ctx, &plan_opts, Some(loaded.state.clone())).await?;
     let plan = match &saved {
@@ -264,8 +267,9 @@ pub async fn apply(
     let fingerprint: Arc<dyn Fn(&Value) -> String + Send + Sync> =
         Arc::new(move |v| key.fingerprint(v));
     let started = Instant::now();
-    // SAFETY of the lifetime: the hooks only live as long as this call.
-    let hooks: Arc<dyn Hooks> = Arc::new(OwnedShellHooks::new(ctx));
+    let hooks: Arc<dyn Hooks> = Arc::new(ShellHooks {
+        shell: Shell::new(ctx.shell.color(), ctx.shell.verbosity()),
+    });
     let result = apply::execute(
         &plan,
         Arc::new(planned.desired),
@@ -309,36 +313,6 @@ pub async fn apply(
         ));
     }
     Ok(ApplyStatus::Applied)
-}
-
-/// Hooks that print through the context's shell. The context outlives the
-/// executor (it is awaited inside `apply`), but the executor wants `'static`
-/// hooks, so this holds a copy of what it needs.
-struct OwnedShellHooks {
-    shell: Shell,
-}
-
-impl OwnedShellHooks {
-    fn new(ctx: &Context) -> Self {
-        OwnedShellHooks {
-            shell: Shell::new(ctx.shell.color(), ctx.shell.verbosity()),
-        }
-    }
-}
-
-impl Hooks for OwnedShellHooks {
-    fn started(&self, c: &Change) {
-        ShellHooks { shell: &self.shell }.started(c)
-    }
-    fn progress(&self, v: &str, m: &str) {
-        ShellHooks { shell: &self.shell }.progress(v, m)
-    }
-    fn finished(&self, c: &Change, o: &Outcome, e: Duration) {
-        ShellHooks { shell: &self.shell }.finished(c, o, e)
-    }
-    fn committed(&self, s: u64) {
-        ShellHooks { shell: &self.shell }.committed(s)
-    }
 }
 
 fn spawn_signal_watch(cancel: Cancel) -> tokio::task::JoinHandle<()> {

@@ -143,6 +143,8 @@ pub struct PlanOptions {
     pub adopt: bool,
     pub refresh_only: bool,
     pub lock_timeout: Duration,
+    /// Concurrent reads during refresh (0: the provider's default).
+    pub parallelism: usize,
 }
 
 /// A plan and everything it was computed from.
@@ -205,7 +207,11 @@ pub async fn compute_plan(
         .collect();
     addresses.extend(journaled.iter().cloned());
     let kinds: BTreeSet<String> = addresses.iter().map(|a| a.kind().to_string()).collect();
-    let registry = providers::registry(&kinds, &settings(Some(&site))?)?;
+    let mut settings = settings(Some(&site))?;
+    if opts.parallelism > 0 {
+        settings.proxmox.read_concurrency = opts.parallelism;
+    }
+    let registry = providers::registry(&kinds, &settings)?;
     let live = refresh(ctx, &registry, &addresses).await?;
     let recovered: BTreeSet<Address> = journaled
         .into_iter()

@@ -130,7 +130,16 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
         let base = |action, before: Option<&Attrs>, after: Option<&Attrs>| Change {
             address: addr.clone(),
             action,
-            before: before.map(|a| mask(a, schema.sensitive)),
+            before: before.map(|a| {
+                let mut m = mask(a, schema.sensitive);
+                // Secrets are never read back; if one was written before, say so.
+                for k in schema.sensitive {
+                    if p.is_some_and(|p| p.attributes.contains_key(*k)) {
+                        m.insert((*k).to_string(), Value::String(super::SENSITIVE.into()));
+                    }
+                }
+                m
+            }),
             after: after.map(|a| mask(a, schema.sensitive)),
             changed_paths: Vec::new(),
             replace_paths: Vec::new(),

@@ -5,6 +5,9 @@ pub mod json;
 pub mod markdown;
 pub mod text;
 
+#[cfg(test)]
+mod tests;
+
 use serde_json::Value;
 
 use super::{Action, Change, Plan, Reason};

@@ -46,6 +46,28 @@ fn width(keys: impl Iterator<Item = usize>) -> usize {
     keys.max().unwrap_or(0)
 }
 
+/// Attributes one per line, nested objects as indented blocks.
+fn block(
+    out: &mut dyn Write,
+    attrs: &serde_json::Map<String, Value>,
+    indent: usize,
+    sym: &str,
+) -> io::Result<()> {
+    let w = width(attrs.keys().map(String::len));
+    let pad = " ".repeat(indent);
+    for (k, v) in attrs {
+        match v {
+            Value::Object(m) if !m.is_empty() => {
+                writeln!(out, "{pad}{sym} {k:<w$} = {{")?;
+                block(out, m, indent + 4, sym)?;
+                writeln!(out, "{pad}  }}")?;
+            }
+            _ => writeln!(out, "{pad}{sym} {k:<w$} = {}", value(v))?,
+        }
+    }
+    Ok(())
+}
+
 pub fn render(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result<()> {
     let st = Styles::new(color);
     if !plan.drift.is_empty() {
@@ -105,10 +127,7 @@ pub fn render(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result<()> {
                 Action::Create => {
                     writeln!(out, "{sym} {} {{", c.address)?;
                     if let Some(after) = &c.after {
-                        let w = width(after.keys().map(String::len));
-                        for (k, v) in after {
-                            writeln!(out, "      {} {k:<w$} = {}", style.apply_to("+"), value(v))?;
-                        }
+                        block(out, after, 6, &style.apply_to("+").to_string())?;
                     }
                     writeln!(out, "    }}")?;
                 }
