@@ -266,7 +266,17 @@ impl LxcProvider {
                 .pve
                 .api
                 .post(&format!("/nodes/{src_node}/lxc/{src}/clone"), &p)
-                .await?;
+                .await
+                .map_err(|e| match e {
+                    ProviderError::Api { message, .. } if message.contains("only possible from a snapshot") => {
+                        ProviderError::Other(format!(
+                            "cannot clone lxc.{src}: it is running and has no snapshot to clone from ({message})\n\
+                             help: give lxc.{src} `\"status\": \"stopped\"` in the manifest (a clone source need not run), \
+                             or create its `template_snapshot_name` snapshot first"
+                        ))
+                    }
+                    other => other,
+                })?;
             self.run_task(addr, r, ctx).await?;
             // The clone carries the source's settings: converge it to ours.
             let cloned = self.read_back(addr, &src_node, vmid).await?;
