@@ -74,3 +74,14 @@ fn deleted_outside_is_recreated_and_stopped_by_hand_is_started() {
     site.cmd(&["plan", "--detailed-exitcode"]).assert().code(0);
     assert_eq!(pve.count(360), 1);
 }
+
+#[test]
+fn drift_and_plan_on_a_fresh_site_write_nothing() {
+    let site = Site::new(&[(365, lxc("fresh-365", 165))]);
+    site.cmd(&["drift"]).assert().code(2);
+    site.cmd(&["plan", "--detailed-exitcode"]).assert().code(2);
+    assert!(
+        !site.root().join("state").exists(),
+        "read-only commands created state/"
+    );
+}

@@ -191,3 +191,28 @@ fn json_and_markdown_plans() {
         stdout(&out)
     );
 }
+
+#[test]
+fn template_given_as_a_host_path_maps_to_its_storage() {
+    // The seed's form: a path inside a directory storage's template cache.
+    let mut c = lxc("path-345", 145);
+    c["template"] = json!("/var/lib/vz/template/cache/debian-12-standard_12.7-1_amd64.tar.zst");
+    let site = Site::new(&[(345, c)]);
+    site.cmd(&["apply", "--auto-approve"]).assert().success();
+    assert_eq!(Pve::new().count(345), 1);
+    site.cmd(&["plan", "--detailed-exitcode"]).assert().code(0);
+
+    let mut bad = lxc("path-346", 146);
+    bad["template"] = json!("/nowhere/template/cache/x.tar.zst");
+    site.set_lxcs(&[(346, bad)]);
+    let out = site
+        .cmd(&["apply", "--auto-approve", "--target", "lxc.346"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("is not inside any directory storage"),
+        "{}",
+        stderr(&out)
+    );
+}

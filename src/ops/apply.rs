@@ -213,6 +213,7 @@ pub async fn apply(
                 .is_some_and(|s| s.plan.changes.iter().any(|c| c.action == Action::Adopt)),
         refresh_only: false,
         lock_timeout: opts.lock_timeout,
+        read_only: false,
         parallelism: opts.parallelism,
     };
     let planned = compute_plan(ctx, &plan_opts, Some(loaded.state.clone())).await?;

@@ -44,6 +44,28 @@ impl Context {
         })
     }
 
+    /// The key for a command that must not write: the existing one, or one for this process only.
+    pub fn secret_key_read_only(&self) -> Result<SecretKey> {
+        let r = SecretKey::load(&self.backend().key_path()).and_then(|k| match k {
+            Some(k) => Ok(k),
+            None => SecretKey::ephemeral(),
+        });
+        r.map_err(|e| Error::Message {
+            message: e.to_string(),
+            help: Some("the key file sits beside the state file; check its permissions".into()),
+        })
+    }
+
+    /// A shared lock for a read-only command; none when no lock file exists
+    /// (no phoenix has written this state yet), so nothing is created.
+    pub fn lock_read_only(&self, operation: &str, timeout: Duration) -> Result<Option<LockGuard>> {
+        if self.backend().lock_path().exists() {
+            self.lock(LockMode::Shared, operation, timeout).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
     /// Take the state lock, announcing a wait (`Blocking`) only on contention.
     pub fn lock(&self, mode: LockMode, operation: &str, timeout: Duration) -> Result<LockGuard> {
         let backend = self.backend();
@@ -143,6 +165,8 @@ pub struct PlanOptions {
     pub adopt: bool,
     pub refresh_only: bool,
     pub lock_timeout: Duration,
+    /// Write nothing at all (no lock file, no key): `drift` and `plan` without `--out`.
+    pub read_only: bool,
     /// Concurrent reads during refresh (0: the provider's default).
     pub parallelism: usize,
 }
@@ -190,13 +214,21 @@ pub async fn compute_plan(
     let desired = desired(ctx, &site)?;
     let state = match state {
         Some(s) => s,
+        None if opts.read_only => {
+            let _guard = ctx.lock_read_only("plan", opts.lock_timeout)?;
+            ctx.load_state()?.state
+        }
         None => {
             let _guard = ctx.lock(LockMode::Shared, "plan", opts.lock_timeout)?;
             ctx.load_state()?.state
         }
     };
     check_targets(&opts.targets, &desired, &state)?;
-    let key = ctx.secret_key()?;
+    let key = if opts.read_only {
+        ctx.secret_key_read_only()?
+    } else {
+        ctx.secret_key()?
+    };
     let mut addresses = plan::diff::scope(&desired, &state.resources, &opts.targets);
     let journaled: BTreeSet<Address> = state
         .pending
@@ -288,6 +320,7 @@ pub async fn drift(ctx: &Context, lock_timeout: Duration) -> Result<(Plan, Drift
         ctx,
         &PlanOptions {
             lock_timeout,
+            read_only: true,
             ..Default::default()
         },
         None,

@@ -42,6 +42,29 @@ impl SecretKey {
         SecretKey { key }
     }
 
+    /// Read the key if it exists; never creates anything (for read-only commands).
+    pub fn load(path: &Path) -> Result<Option<Self>, SecretKeyError> {
+        if path.exists() {
+            Self::load_or_create(path).map(Some)
+        } else {
+            Ok(None)
+        }
+    }
+
+    /// A key for this process only. Read-only commands on a site that has no
+    /// key yet use one: there is no state fingerprint to compare with anyway.
+    pub fn ephemeral() -> Result<Self, SecretKeyError> {
+        let mut key = [0u8; 32];
+        fs::File::open("/dev/urandom")
+            .and_then(|mut f| f.read_exact(&mut key))
+            .map_err(|source| SecretKeyError {
+                action: "create",
+                path: PathBuf::from("/dev/urandom"),
+                source,
+            })?;
+        Ok(SecretKey { key })
+    }
+
     /// Read the key, creating it (mode 0600) on first use.
     pub fn load_or_create(path: &Path) -> Result<Self, SecretKeyError> {
         let err = |action, source| SecretKeyError {
