@@ -39,6 +39,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     grow_only: &["rootfs_size"],
     sensitive: &[],
     destroy_protected: true,
+    update_notes: super::no_notes,
 };
 
 /// The container feature flags PVE knows as booleans.

@@ -42,6 +42,14 @@ pub struct KindSchema {
     pub sensitive: &'static [&'static str],
     /// Deleting or replacing it loses data: needs `--allow-destroy`.
     pub destroy_protected: bool,
+    /// Notes for an in-place update, shown in the plan: given the changed
+    /// paths and the live attributes (e.g. "takes effect at the next reboot").
+    pub update_notes: fn(&[String], &Attrs) -> Vec<String>,
+}
+
+/// For kinds whose updates need no explanation.
+pub fn no_notes(_changed: &[String], _live: &Attrs) -> Vec<String> {
+    Vec::new()
 }
 
 impl KindSchema {
@@ -172,6 +180,7 @@ pub mod testkind {
         grow_only: &[],
         sensitive: &["password"],
         destroy_protected: false,
+        update_notes: no_notes,
     };
 
     pub struct SecretKind;

@@ -150,6 +150,7 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
                 .or_else(|| p.map(|p| p.dependencies.clone()))
                 .unwrap_or_default(),
             precondition: precondition.clone(),
+            notes: Vec::new(),
             desired_fingerprint: desired_fingerprint.clone(),
         };
 
@@ -233,6 +234,8 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
                     c.drift = paths.iter().any(|p| drifted.contains(p));
                     if action == Action::Replace {
                         c.reason = Some(Reason::ForcesReplacement);
+                    } else {
+                        c.notes = (schema.update_notes)(&paths, &l.attrs);
                     }
                     c.changed_paths = paths;
                     c.replace_paths = replace_paths;

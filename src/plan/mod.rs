@@ -99,6 +99,9 @@ pub struct Change {
     #[serde(default)]
     pub depends_on: Vec<Address>,
     pub precondition: Precondition,
+    /// What the user should know about this change (e.g. "takes effect at the next reboot").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Keyed fingerprint of the desired resource, so apply of a saved plan can
     /// tell that the manifests changed since.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -27,6 +27,7 @@ pub fn to_value(plan: &Plan) -> Value {
                 "replace_paths": c.replace_paths,
                 "reason": c.reason,
                 "drift": c.drift,
+                "notes": c.notes,
             })
         })
         .collect();

@@ -151,6 +151,9 @@ pub fn render(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result<()> {
                         )?;
                     }
                     writeln!(out, "    }}")?;
+                    for n in &c.notes {
+                        writeln!(out, "    {} {n}", st.dim.apply_to("# note:"))?;
+                    }
                 }
                 Action::Delete | Action::Forget => {
                     writeln!(out, "{sym} {}", c.address)?;
