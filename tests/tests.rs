@@ -13,4 +13,5 @@ mod support;
 mod drift;
 mod errors;
 mod lifecycle;
+mod seed_verbs;
 mod state_safety;

@@ -58,6 +58,7 @@ pub fn run(ctx: &Context, a: ApplyArgs) -> Result<Exit> {
         auto_approve: a.auto_approve,
         targets: a.targets,
         allow_destroy: a.allow_destroy,
+        remove: Vec::new(),
         adopt: a.adopt,
         parallelism: a.parallel.parallelism as usize,
         lock_timeout: a.lock.lock_timeout,

@@ -9,6 +9,7 @@ pub mod graph;
 pub mod import;
 pub mod lock;
 pub mod plan;
+pub mod seed;
 pub mod state;
 pub mod validate;
 
@@ -75,6 +76,25 @@ pub enum Command {
     Graph(graph::GraphArgs),
     /// Remove a lock left behind by a process that is gone.
     ForceUnlock(lock::ForceUnlockArgs),
+    /// Seed verb: plan + confirm + apply of the whole site (`sync all`) or of some guests.
+    Sync(seed::SyncArgs),
+    /// Seed verb: create what is missing and converge the guests and what they depend on.
+    Create(seed::GuestsArgs),
+    /// Seed verb: the same as `create`: change only what differs.
+    Converge(seed::GuestsArgs),
+    /// Seed verb: destroy guests (and what is attached to them), after showing the plan.
+    Delete(seed::DeleteArgs),
+    /// Seed verb: start the named guests only, dependencies first.
+    Start(seed::PowerArgs),
+    /// Seed verb: stop the named guests only, dependents first.
+    Stop(seed::PowerArgs),
+    /// Seed verb: restart the named guests only.
+    Restart(seed::PowerArgs),
+    /// Seed verb: each guest's live status, node, IP, and whether it matches the manifests.
+    Status(seed::StatusArgs),
+    /// Seed verb: apply every guest in dependency order, then start them in boot order.
+    #[command(name = "LetsGo", alias = "letsgo", alias = "lets-go")]
+    LetsGo(seed::VerbArgs),
     /// Print shell completions.
     Completions {
         /// bash, zsh, fish, elvish or powershell.
@@ -148,6 +168,14 @@ impl Cli {
             Command::Import(a) => import::run(&ctx, a),
             Command::Graph(a) => graph::run(&ctx, a),
             Command::ForceUnlock(a) => lock::run(&ctx, a),
+            Command::Sync(a) => seed::sync(&ctx, a),
+            Command::Create(a) | Command::Converge(a) => seed::converge(&ctx, a),
+            Command::Delete(a) => seed::delete(&ctx, a),
+            Command::Start(a) => seed::power(&ctx, a, crate::providers::PowerAction::Start),
+            Command::Stop(a) => seed::power(&ctx, a, crate::providers::PowerAction::Stop),
+            Command::Restart(a) => seed::power(&ctx, a, crate::providers::PowerAction::Restart),
+            Command::Status(a) => seed::status(&ctx, a),
+            Command::LetsGo(a) => seed::lets_go(&ctx, a),
             Command::Completions { shell } => {
                 let mut cmd = <Cli as clap::CommandFactory>::command();
                 clap_complete::generate(shell, &mut cmd, "phoenix", &mut std::io::stdout());

@@ -52,6 +52,7 @@ pub fn run(ctx: &Context, a: PlanArgs) -> Result<Exit> {
         adopt: a.adopt,
         refresh_only: a.refresh_only,
         lock_timeout: a.lock.lock_timeout,
+        remove: Vec::new(),
         read_only: a.out.is_none(),
         parallelism: a.parallel.parallelism as usize,
     };

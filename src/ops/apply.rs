@@ -23,6 +23,8 @@ pub struct ApplyOptions {
     pub auto_approve: bool,
     pub targets: Vec<Address>,
     pub allow_destroy: bool,
+    /// Guests to delete (`phoenix delete`), see [`PlanOptions::remove`].
+    pub remove: Vec<Address>,
     pub adopt: bool,
     pub parallelism: usize,
     pub lock_timeout: Duration,
@@ -213,6 +215,7 @@ pub async fn apply(
                 .is_some_and(|s| s.plan.changes.iter().any(|c| c.action == Action::Adopt)),
         refresh_only: false,
         lock_timeout: opts.lock_timeout,
+        remove: opts.remove.clone(),
         read_only: false,
         parallelism: opts.parallelism,
     };

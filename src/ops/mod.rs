@@ -7,6 +7,7 @@
 pub mod apply;
 pub mod graph;
 pub mod planfile;
+pub mod seed;
 pub mod state_cmds;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -165,6 +166,9 @@ pub struct PlanOptions {
     pub adopt: bool,
     pub refresh_only: bool,
     pub lock_timeout: Duration,
+    /// Guests to delete (`phoenix delete`): they and what is attached to them
+    /// are taken out of the desired resources, and the plan is limited to them.
+    pub remove: Vec<Address>,
     /// Write nothing at all (no lock file, no key): `drift` and `plan` without `--out`.
     pub read_only: bool,
     /// Concurrent reads during refresh (0: the provider's default).
@@ -211,7 +215,7 @@ pub async fn compute_plan(
     state: Option<State>,
 ) -> Result<Planned> {
     let site = load_site(ctx)?;
-    let desired = desired(ctx, &site)?;
+    let mut desired = desired(ctx, &site)?;
     let state = match state {
         Some(s) => s,
         None if opts.read_only => {
@@ -223,19 +227,37 @@ pub async fn compute_plan(
             ctx.load_state()?.state
         }
     };
-    check_targets(&opts.targets, &desired, &state)?;
+    let mut targets = opts.targets.clone();
+    if !opts.remove.is_empty() {
+        let set = seed::removal_set(&opts.remove, &desired)?;
+        for a in &set {
+            desired.resources.remove(a);
+        }
+        targets = set
+            .into_iter()
+            .filter(|a| state.resources.contains_key(a))
+            .collect();
+        if targets.is_empty() {
+            // An empty target list would mean "everything": refuse instead.
+            return Err(Error::msg(
+                "nothing to delete: phoenix does not manage any of these guests",
+                "`phoenix state list` shows what phoenix manages; `phoenix import ADDR` takes a guest over",
+            ));
+        }
+    }
+    check_targets(&targets, &desired, &state)?;
     let key = if opts.read_only {
         ctx.secret_key_read_only()?
     } else {
         ctx.secret_key()?
     };
-    let mut addresses = plan::diff::scope(&desired, &state.resources, &opts.targets);
+    let mut addresses = plan::diff::scope(&desired, &state.resources, &targets);
     let journaled: BTreeSet<Address> = state
         .pending
         .iter()
         .filter(|p| p.op == PendingKind::Create)
         .map(|p| p.address.clone())
-        .filter(|a| opts.targets.is_empty() || addresses.contains(a))
+        .filter(|a| targets.is_empty() || addresses.contains(a))
         .collect();
     addresses.extend(journaled.iter().cloned());
     let kinds: BTreeSet<String> = addresses.iter().map(|a| a.kind().to_string()).collect();
@@ -252,7 +274,7 @@ pub async fn compute_plan(
     let diff_opts = DiffOptions {
         adopt: opts.adopt,
         refresh_only: opts.refresh_only,
-        targets: opts.targets.clone(),
+        targets,
     };
     let fp = |v: &Value| key.fingerprint(v);
     let plan = plan::diff(&DiffInput {

@@ -85,6 +85,15 @@ pub struct Lane {
     pub capacity: usize,
 }
 
+/// An imperative power action on a guest (the seed's `start|stop|restart` verbs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PowerAction {
+    Start,
+    /// A clean shutdown, forced after a timeout.
+    Stop,
+    Restart,
+}
+
 /// The provider of one resource kind.
 pub trait ResourceProvider: Send + Sync {
     fn kind(&self) -> &'static str;
@@ -124,6 +133,21 @@ pub trait ResourceProvider: Send + Sync {
     /// The lanes an operation on this change occupies (one per guest, a
     /// per-node limit for creates...), so the system never sees conflicting work.
     fn lanes(&self, change: &Change, desired: Option<&DesiredResource>) -> Vec<Lane>;
+
+    /// Start, stop or restart the object, for kinds that have a power state.
+    fn power<'a>(
+        &'a self,
+        address: &'a Address,
+        _remote: &'a Value,
+        _action: PowerAction,
+        _ctx: &'a dyn OpContext,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            Err(ProviderError::Other(format!(
+                "{address} has no power state to start or stop"
+            )))
+        })
+    }
 }
 
 /// The providers of a run, by kind.

@@ -9,11 +9,12 @@ use std::sync::Arc;
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
+use super::guest::{self, GuestType};
 use super::{Pve, params, task};
 use crate::model::lxc::{self as model, KIND};
 use crate::model::{Address, DesiredResource, LiveObject, normalize};
 use crate::plan::{Action, Change};
-use crate::providers::{BoxFuture, Lane, OpContext, ProviderError, ResourceProvider};
+use crate::providers::{BoxFuture, Lane, OpContext, PowerAction, ProviderError, ResourceProvider};
 
 /// Creates and clones running at once per node: PVE serializes storage
 /// allocation, and more only turn into lock timeouts.
@@ -519,6 +520,19 @@ impl ResourceProvider for LxcProvider {
         ctx: &'a dyn OpContext,
     ) -> BoxFuture<'a, Result<(), ProviderError>> {
         Box::pin(self.delete_impl(address, remote, ctx))
+    }
+
+    fn power<'a>(
+        &'a self,
+        address: &'a Address,
+        remote: &'a Value,
+        action: PowerAction,
+        ctx: &'a dyn OpContext,
+    ) -> BoxFuture<'a, Result<(), ProviderError>> {
+        Box::pin(async move {
+            let (node, vmid) = remote_parts(remote, address)?;
+            guest::power(&self.pve, GuestType::Lxc, address, &node, vmid, action, ctx).await
+        })
     }
 
     fn lanes(&self, change: &Change, desired: Option<&DesiredResource>) -> Vec<Lane> {

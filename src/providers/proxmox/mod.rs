@@ -3,6 +3,7 @@
 //! resource kind ([`lxc`]).
 
 pub mod client;
+pub mod guest;
 pub mod lxc;
 pub mod task;
 
