@@ -69,8 +69,21 @@ impl Shell {
         if self.verbosity == Verbosity::Quiet {
             return;
         }
+        self.write_line(&self.status_line(verb, message));
+    }
+
+    /// The text of a status line, for callers that print it themselves (the live view).
+    pub fn status_line(&self, verb: &str, message: impl std::fmt::Display) -> String {
         let v = self.styled(Style::new().green().bold(), &format!("{verb:>12}"));
-        self.write_line(&format!("{v} {message}"));
+        format!("{v} {message}")
+    }
+
+    /// Whether stderr is a terminal that can show a live view (spinners);
+    /// otherwise (CI logs, pipes) status lines are plain.
+    pub fn is_tty(&self) -> bool {
+        self.verbosity != Verbosity::Quiet
+            && console::Term::stderr().is_term()
+            && std::env::var("TERM").map_or(true, |t| t != "dumb")
     }
 
     /// A status line shown only with `--verbose`.

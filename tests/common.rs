@@ -76,12 +76,29 @@ impl Site {
             .arg(self.root())
             .arg("--no-color")
             .args(args);
-        for (k, v) in world().env() {
+        for (k, v) in transport_env() {
             c.env(k, v);
         }
         c.env_remove("RUST_BACKTRACE")
             .env_remove("PHOENIX_ROOT")
             .env_remove("PHOENIX_STATE");
+        c
+    }
+
+    /// Like [`Site::cmd`], but always over HTTPS, for tests of the HTTPS transport itself.
+    pub fn https_cmd(&self, args: &[&str]) -> assert_cmd::Command {
+        let mut c = self.cmd(args);
+        for k in [
+            "PHOENIX_PVE_TRANSPORT",
+            "PHOENIX_PVESH",
+            "PHOENIX_SSH",
+            "PHOENIX_PVESH_WORLD",
+        ] {
+            c.env_remove(k);
+        }
+        for (k, v) in world().env() {
+            c.env(k, v);
+        }
         c
     }
 
@@ -92,7 +109,7 @@ impl Site {
             .arg(self.root())
             .arg("--no-color")
             .args(args);
-        for (k, v) in world().env() {
+        for (k, v) in transport_env() {
             c.env(k, v);
         }
         c.env_remove("RUST_BACKTRACE");
@@ -102,6 +119,35 @@ impl Site {
     pub fn state(&self) -> Value {
         serde_json::from_str(&std::fs::read_to_string(self.state_path()).unwrap()).unwrap()
     }
+}
+
+/// The environment that points phoenix at the world, through the transport
+/// named by `PHOENIX_TEST_TRANSPORT`: `https` (default), `pvesh` (a local pvesh
+/// that forwards to the fake) or `ssh` (the same pvesh behind a fake ssh).
+/// `scripts/test` runs the integration tests once per transport.
+pub fn transport_env() -> Vec<(String, String)> {
+    let w = world();
+    let mut env = w.env();
+    let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("lab/fakepve");
+    let transport = std::env::var("PHOENIX_TEST_TRANSPORT").unwrap_or_default();
+    let via = match transport.as_str() {
+        "" | "https" => return env,
+        "pvesh" => "pvesh".to_string(),
+        "ssh" => "ssh://root@127.0.0.1".to_string(),
+        other => panic!("PHOENIX_TEST_TRANSPORT={other}: use https, pvesh or ssh"),
+    };
+    env.retain(|(k, _)| k == "PHOENIX_PVE_NODE");
+    env.push(("PHOENIX_PVE_TRANSPORT".into(), via));
+    env.push((
+        "PHOENIX_PVESH".into(),
+        lab.join("pvesh").display().to_string(),
+    ));
+    env.push(("PHOENIX_SSH".into(), lab.join("ssh").display().to_string()));
+    env.push((
+        "PHOENIX_PVESH_WORLD".into(),
+        w.dir.join("world.json").display().to_string(),
+    ));
+    env
 }
 
 pub fn stdout(o: &std::process::Output) -> String {
@@ -208,5 +254,71 @@ impl Pve {
             .iter()
             .filter(|g| g["vmid"].as_u64() == Some(vmid as u64))
             .count()
+    }
+}
+
+/// A VM entry in the seed format, built from the world's cloud image (the
+/// seed's `template_image`). `"is_template": true` makes it a template.
+pub fn vm_from_image(vmid: u32, name: &str, last_octet: u32) -> Value {
+    json!({
+        "vmid": vmid,
+        "name": name,
+        "template_image": "noble-server-cloudimg-amd64.img",
+        "cores": 1,
+        "memory_mb": 1024,
+        "storage_pool": "local-lvm",
+        "network_config": {"ip": format!("192.0.2.{last_octet}/24"), "gw": "192.0.2.1", "nameserver": "192.0.2.13"},
+        "user_config": {"username": "phoenix_user"}
+    })
+}
+
+/// A VM entry in the seed format: a full clone of `source`.
+pub fn vm_clone(vmid: u32, name: &str, source: u32, last_octet: u32) -> Value {
+    let mut v = vm_from_image(vmid, name, last_octet);
+    let o = v.as_object_mut().unwrap();
+    o.remove("template_image");
+    o.insert("clone_from_vmid".into(), json!(source));
+    v
+}
+
+impl Site {
+    /// Write `etc/phoenix_vm_configs.json` with these `vms` and the seed's kind of `vm_defaults`.
+    pub fn set_vms(&self, vms: &[Value]) {
+        self.write(
+            "etc/phoenix_vm_configs.json",
+            &json!({
+                "vm_defaults": {"cores": 2, "memory_mb": 2048, "storage_pool": "local-lvm", "network_bridge": "vmbr0"},
+                "vms": vms
+            }),
+        );
+    }
+}
+
+impl Pve {
+    /// The VM config as PVE has it (the current one, pending changes not applied).
+    pub fn vm_config(&self, vmid: u32) -> Value {
+        self.get(&format!("/nodes/{}/qemu/{vmid}/config", self.node()))
+    }
+
+    /// The config keys of a VM waiting for its next boot.
+    pub fn vm_pending_keys(&self, vmid: u32) -> Vec<String> {
+        self.get(&format!("/nodes/{}/qemu/{vmid}/pending", self.node()))
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|i| i.get("pending").is_some() || i.get("delete").is_some())
+            .map(|i| i["key"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    /// `running` or `stopped`.
+    pub fn vm_status(&self, vmid: u32) -> String {
+        self.get(&format!(
+            "/nodes/{}/qemu/{vmid}/status/current",
+            self.node()
+        ))["status"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 }

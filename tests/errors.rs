@@ -1,4 +1,5 @@
 //! Bad input and unreachable systems give clear errors naming what and where.
+//! (The HTTPS-specific cases run over HTTPS whatever `PHOENIX_TEST_TRANSPORT` says.)
 
 use serde_json::json;
 
@@ -14,6 +15,13 @@ fn malformed_manifest_names_file_line_and_path() {
     let e = stderr(&out);
     assert!(e.contains("etc/phoenix_lxc_configs.json:5"), "{e}");
     assert!(e.contains("memory_mb"), "{e}");
+    // The offending line, with a caret under it.
+    assert!(e.contains("5 |       \"memory_mb\": \"lots\""), "{e}");
+    assert!(
+        e.lines()
+            .any(|l| l.trim_end().ends_with('^') && l.contains(" | ")),
+        "{e}"
+    );
 
     std::fs::write(
         site.root().join("etc/phoenix_lxc_configs.json"),
@@ -33,7 +41,7 @@ fn malformed_manifest_names_file_line_and_path() {
 fn unreachable_api_and_refused_token_are_clear_errors() {
     let site = Site::new(&[(401, lxc("net-401", 201))]);
     let out = site
-        .cmd(&["plan"])
+        .https_cmd(&["plan"])
         .env("PHOENIX_PVE_URL", "https://127.0.0.1:9")
         .output()
         .unwrap();
@@ -46,7 +54,7 @@ fn unreachable_api_and_refused_token_are_clear_errors() {
     assert!(e.contains("help:"), "{e}");
 
     let out = site
-        .cmd(&["plan"])
+        .https_cmd(&["plan"])
         .env("PHOENIX_PVE_TOKEN", "root@pam!phoenix=wrong")
         .output()
         .unwrap();
@@ -63,7 +71,7 @@ fn unreachable_api_and_refused_token_are_clear_errors() {
     );
 
     let out = site
-        .cmd(&["plan"])
+        .https_cmd(&["plan"])
         .env("PHOENIX_PVE_URL", "http://127.0.0.1:9")
         .output()
         .unwrap();
@@ -78,13 +86,46 @@ fn unreachable_api_and_refused_token_are_clear_errors() {
 fn password_login_works_too() {
     let site = Site::new(&[(402, lxc("pw-402", 202))]);
     let w = crate::support::fakepve::world();
-    site.cmd(&["apply", "--auto-approve"])
+    site.https_cmd(&["apply", "--auto-approve"])
         .env_remove("PHOENIX_PVE_TOKEN")
         .env("PHOENIX_PVE_USER", &w.user)
         .env("PHOENIX_PVE_PASSWORD", &w.password)
         .assert()
         .success();
     assert_eq!(Pve::new().count(402), 1);
+}
+
+#[test]
+fn pvesh_transport_errors_are_clear() {
+    let site = Site::new(&[(404, lxc("ssh-404", 204))]);
+    let out = site
+        .cmd(&["plan"])
+        .env("PHOENIX_PVE_TRANSPORT", "ssh://root@192.0.2.99")
+        .env(
+            "PHOENIX_SSH",
+            concat!(env!("CARGO_MANIFEST_DIR"), "/lab/fakepve/ssh"),
+        )
+        .env("PHOENIX_FAKE_SSH_DOWN", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("ssh to the Proxmox host failed"),
+        "{}",
+        stderr(&out)
+    );
+    let out = site
+        .cmd(&["plan"])
+        .env("PHOENIX_PVE_TRANSPORT", "pvesh")
+        .env("PHOENIX_PVESH", "/nonexistent/pvesh")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("failed to run `/nonexistent/pvesh`"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]

@@ -1,17 +1,28 @@
 //! phoenix's integration tests: one binary (`autotests = false`), a module per
 //! behaviour, all against the real fake PVE started once for the binary.
 //!
+//! - `ci_recipes`: the shell of `examples/ci/` recipes, run against the fake.
+//! - `cli`: commands that need no Proxmox (validate, graph, completions).
 //! - `common`: a temp site per test and a `phoenix` command wired to the world.
 //! - `lifecycle`: plan -> apply -> empty plan; updates, grow, replace, destroy.
 //! - `drift`: changes made outside phoenix, and `phoenix drift`'s exit codes.
+//! - `progress`: status lines, the live view, --quiet and --verbose.
+//! - `schemas`: the published JSON Schemas accept the example sites and the seed.
 //! - `state_safety`: locks, stale saved plans, SIGKILL mid-apply, file modes.
 //! - `errors`: bad manifests, unreachable API, refused credentials, adoption.
 
 mod common;
 mod support;
 
+mod ci_recipes;
+mod cli;
 mod drift;
 mod errors;
+mod firewall;
 mod lifecycle;
+mod progress;
+mod proxmox_storage;
+mod schemas;
 mod seed_verbs;
 mod state_safety;
+mod vm;

@@ -37,7 +37,7 @@ FILES = ('ca.pem', 'server.crt', 'server.key', 'world.json')
 # The seed site's storages (../shared/fixtures/phoenix-seed/etc, proxmox_storage_ids and zfs.datasets),
 # plus PVE's two defaults. Options as storage.cfg has them; fakepve checks them against the plugin tables.
 DEFAULT_STORAGES = {
-    'local': {'type': 'dir', 'path': '/var/lib/vz', 'content': 'iso,vztmpl,backup'},
+    'local': {'type': 'dir', 'path': '/var/lib/vz', 'content': 'iso,vztmpl,backup,import'},
     'local-lvm': {'type': 'lvmthin', 'vgname': 'pve', 'thinpool': 'data', 'content': 'images,rootdir'},
     'quickOS-vm-disks': {'type': 'zfspool', 'pool': 'quickOS/vm-disks', 'content': 'images,rootdir'},
     'quickOS-lxc-disks': {'type': 'zfspool', 'pool': 'quickOS/lxc-disks', 'content': 'rootdir,images'},
@@ -195,7 +195,7 @@ def put_file(pve, storage, content, filename):
 
 def build(args):
     """The FakePve of the world, not yet listening; returns (pve, token secret)."""
-    from fakepve import FakePve
+    from vm_disks import WorldPve as FakePve  # fakepve's FakePve plus QEMU import-from and resize
 
     pve = FakePve(user=TOKEN_USER, password=secrets.token_urlsafe(18), host=args.host, port=args.port)
     pve.time_scale = args.time_scale

@@ -95,10 +95,20 @@ pub enum Command {
     /// Seed verb: apply every guest in dependency order, then start them in boot order.
     #[command(name = "LetsGo", alias = "letsgo", alias = "lets-go")]
     LetsGo(seed::VerbArgs),
-    /// Print shell completions.
+    /// Print shell completions (`scripts/install` puts them in place).
     Completions {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
+    },
+    /// Print the man page, in roff (`scripts/install` puts it in place).
+    Man,
+    /// Print the JSON Schema of a manifest file (`lxc`, `vm`, `hypervisor`, ...), or write them all.
+    Schema {
+        /// A schema name or a manifest file name; without it, list them.
+        name: Option<String>,
+        /// Write every schema into this directory (the repository keeps them in `schemas/`).
+        #[arg(long, value_name = "DIR", conflicts_with = "name")]
+        out_dir: Option<PathBuf>,
     },
 }
 
@@ -181,8 +191,59 @@ impl Cli {
                 clap_complete::generate(shell, &mut cmd, "phoenix", &mut std::io::stdout());
                 Ok(Exit::Success)
             }
+            Command::Schema { name, out_dir } => schema(&ctx, name, out_dir),
+            Command::Man => {
+                let cmd = <Cli as clap::CommandFactory>::command();
+                clap_mangen::Man::new(cmd)
+                    .render(&mut std::io::stdout())
+                    .map(|()| Exit::Success)
+                    .map_err(|source| crate::error::Error::Io {
+                        action: "write the man page to",
+                        path: PathBuf::from("stdout"),
+                        source,
+                    })
+            }
         };
         (ctx, r)
+    }
+}
+
+fn schema(ctx: &Context, name: Option<String>, out_dir: Option<PathBuf>) -> Result<Exit> {
+    use crate::manifest::schema::{ENTRIES, find, render};
+    if let Some(dir) = out_dir {
+        std::fs::create_dir_all(&dir).map_err(|source| crate::error::Error::Io {
+            action: "create",
+            path: dir.clone(),
+            source,
+        })?;
+        for e in ENTRIES {
+            let path = dir.join(e.file_name());
+            std::fs::write(&path, render(e)).map_err(|source| crate::error::Error::Io {
+                action: "write",
+                path: path.clone(),
+                source,
+            })?;
+            ctx.shell.status("Wrote", path.display());
+        }
+        return Ok(Exit::Success);
+    }
+    match name {
+        None => {
+            for e in ENTRIES {
+                println!("{:<14} {}", e.name, e.files);
+            }
+            Ok(Exit::Success)
+        }
+        Some(n) => {
+            let e = find(&n).ok_or_else(|| {
+                crate::error::Error::msg(
+                    format!("no schema named `{n}`"),
+                    "`phoenix schema` lists them",
+                )
+            })?;
+            print!("{}", render(e));
+            Ok(Exit::Success)
+        }
     }
 }
 

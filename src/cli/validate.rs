@@ -20,6 +20,10 @@ pub fn run(ctx: &Context) -> Result<Exit> {
     };
     for d in &diagnostics {
         ctx.shell.raw(d);
+        let source = std::fs::read_to_string(ctx.root.join(&d.file)).unwrap_or_default();
+        if let Some(s) = crate::manifest::diagnostic::snippet(&source, d) {
+            ctx.shell.raw(s.trim_end());
+        }
         ctx.shell.raw("");
     }
     let errors = diagnostics

@@ -111,6 +111,32 @@ impl fmt::Display for Diagnostic {
     }
 }
 
+/// The source line a diagnostic points at, with a caret under the column,
+/// rustc style:
+///
+/// ```text
+///    |
+/// 57 |                 {
+///    |                 ^
+/// ```
+pub fn snippet(source: &str, d: &Diagnostic) -> Option<String> {
+    let line_no = d.line?;
+    let text = source.lines().nth(line_no.checked_sub(1)?)?;
+    let width = line_no.to_string().len();
+    let pad = " ".repeat(width);
+    let mut out = format!("{pad} |\n{line_no} | {text}\n");
+    if let Some(col) = d.column {
+        // Columns count characters; tabs keep their width so the caret lines up.
+        let lead: String = text
+            .chars()
+            .take(col.saturating_sub(1))
+            .map(|c| if c == '\t' { '\t' } else { ' ' })
+            .collect();
+        out.push_str(&format!("{pad} | {lead}^\n"));
+    }
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::PathBuf;
 
+use schemars::JsonSchema;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -86,7 +87,7 @@ impl<'de> Deserialize<'de> for GuestId {
 }
 
 /// Desired run state of a guest (phoenix extension). Absent means running.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum GuestStatus {
     #[default]
@@ -95,7 +96,7 @@ pub enum GuestStatus {
 }
 
 /// A guest's Proxmox firewall: `firewall{enabled, rules[]}`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct GuestFirewall {
     pub enabled: Option<bool>,
     #[serde(default)]
@@ -103,7 +104,7 @@ pub struct GuestFirewall {
 }
 
 /// One Proxmox firewall rule as the seed writes it (`pvesh` parameter names).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct FirewallRule {
     /// `in`, `out` or `group`.
     pub r#type: String,
@@ -114,8 +115,10 @@ pub struct FirewallRule {
     pub proto: Option<String>,
     /// Destination port(s), e.g. `"80,443"` or `"8000:8010"`; a bare number is accepted.
     #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[schemars(schema_with = "schema::opt_string_or_number")]
     pub port: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[schemars(schema_with = "schema::opt_string_or_number")]
     pub sport: Option<String>,
     pub iface: Option<String>,
     pub r#macro: Option<String>,
@@ -123,19 +126,20 @@ pub struct FirewallRule {
     pub log: Option<String>,
     /// `false`/`0` writes the rule disabled.
     #[serde(default, deserialize_with = "lenient::opt_bool")]
+    #[schemars(schema_with = "schema::opt_bool_or_01")]
     pub enable: Option<bool>,
     pub comment: Option<String>,
 }
 
 /// `traefik_service{name, port}`: a Traefik router/service for the guest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct TraefikService {
     pub name: String,
     pub port: u16,
 }
 
 /// `dns_records[]{hostname, ip}` (schema only in the seed).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct DnsRecord {
     pub hostname: String,
     pub ip: String,
@@ -146,7 +150,7 @@ pub struct DnsRecord {
 // ---------------------------------------------------------------------------------------
 
 /// `etc/phoenix_hypervisor_config.json`: the host and site-wide settings.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HypervisorConfig {
     #[serde(rename = "$schema")]
     pub schema: Option<String>,
@@ -192,7 +196,7 @@ impl HypervisorConfig {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct AdminUser {
     pub username: String,
     /// `NOT_SET` (the seed's value) means no password is set.
@@ -201,7 +205,7 @@ pub struct AdminUser {
     pub ssh_public_key: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CorePaths {
     pub lxc_config_file: Option<String>,
     pub lxc_config_schema_file: Option<String>,
@@ -214,7 +218,7 @@ pub struct CorePaths {
 }
 
 /// `network`: the host's bridge plus site-wide addresses.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct NetworkConfig {
     pub interfaces: HostInterface,
     /// Read by the seed (default `phoenix`) but never written there.
@@ -234,7 +238,7 @@ pub struct NetworkConfig {
 }
 
 /// `network.interfaces`: one bridge (the seed writes an object, not a list).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HostInterface {
     /// Bridge name, e.g. `vmbr0`.
     pub name: String,
@@ -246,26 +250,26 @@ pub struct HostInterface {
 }
 
 /// `network.internal_bridge` (rootesting).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct InternalBridge {
     pub name: String,
     pub subnet: Option<String>,
     pub address: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DockerImages {
     pub portainer_server_image: Option<String>,
     pub portainer_agent_image: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct NfsConfig {
     #[serde(default)]
     pub exports: Vec<NfsExport>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct NfsExport {
     pub path: String,
     #[serde(default)]
@@ -274,14 +278,14 @@ pub struct NfsExport {
     pub options: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SambaConfig {
     pub user: Option<String>,
     #[serde(default)]
     pub shares: Vec<SambaShare>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SambaShare {
     pub name: String,
     pub path: String,
@@ -294,7 +298,7 @@ pub struct SambaShare {
     pub guest_ok: Option<bool>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ZfsConfig {
     pub arc_max_gb: Option<u64>,
     #[serde(default)]
@@ -303,7 +307,7 @@ pub struct ZfsConfig {
     pub datasets: Vec<ZfsDataset>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ZfsPool {
     pub name: String,
     /// `mirror`, `RAIDZ1`; anything else means a stripe.
@@ -312,7 +316,7 @@ pub struct ZfsPool {
     pub disks: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ZfsDataset {
     pub name: String,
     pub pool: String,
@@ -327,7 +331,7 @@ pub struct ZfsDataset {
 
 /// `shared_volumes`: host paths shared into guests (unused by the seed) and, misplaced
 /// here, the cluster firewall.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SharedVolumes {
     pub ssl_certs: Option<SharedVolume>,
     pub nginx_sites: Option<SharedVolume>,
@@ -338,7 +342,7 @@ pub struct SharedVolumes {
     pub firewall: Option<ClusterFirewall>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct SharedVolume {
     pub host_path: String,
     /// ctid -> path in the guest.
@@ -347,7 +351,7 @@ pub struct SharedVolume {
 }
 
 /// The datacenter firewall (`cluster.fw`): options and global rules.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct ClusterFirewall {
     pub enabled: Option<bool>,
     pub default_input_policy: Option<String>,
@@ -356,7 +360,7 @@ pub struct ClusterFirewall {
     pub global_firewall_rules: Vec<FirewallRule>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct PortainerApi {
     pub admin_user: String,
     /// Plaintext in the seed; a lint warns about it.
@@ -367,13 +371,13 @@ pub struct PortainerApi {
 }
 
 /// `vm_defaults` of the hypervisor file (not the VM file's).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct HypervisorVmDefaults {
     /// Ubuntu cloud image release, e.g. `noble`.
     pub ubuntu_release: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct DnsServer {
     pub enabled: Option<bool>,
     #[serde(default)]
@@ -382,7 +386,7 @@ pub struct DnsServer {
     pub authoritative_zones: Vec<Value>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct StepCa {
     pub root_ca_name: Option<String>,
     pub intermediate_ca_name: Option<String>,
@@ -392,7 +396,7 @@ pub struct StepCa {
 
 /// `proxmox` (phoenix extension): where the API is. Credentials come from the
 /// environment, never from the manifest.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct ProxmoxConnection {
     /// e.g. `https://192.0.2.13:8006`.
     pub url: Option<String>,
@@ -411,7 +415,7 @@ pub struct ProxmoxConnection {
 // ---------------------------------------------------------------------------------------
 
 /// `etc/phoenix_lxc_configs.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LxcFile {
     #[serde(rename = "$schema")]
     pub schema: Option<String>,
@@ -424,7 +428,7 @@ pub struct LxcFile {
 }
 
 /// One container of `lxc_configs`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct LxcConfig {
     /// Hostname (`pct --hostname`) and DNS name, case-insensitive.
     pub name: String,
@@ -499,7 +503,7 @@ impl LxcConfig {
 }
 
 /// `network_config` of a container (`net0`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct LxcNetworkConfig {
     /// Interface name in the guest, e.g. `eth0`.
     pub name: String,
@@ -512,7 +516,7 @@ pub struct LxcNetworkConfig {
 }
 
 /// `id_maps[]` (the seed only acts on their presence).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct IdMap {
     /// `uid` or `gid`.
     pub r#type: String,
@@ -522,7 +526,7 @@ pub struct IdMap {
 }
 
 /// `mount_points[]`: a host directory bind-mounted into the container.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct MountPoint {
     pub host_path: String,
     pub container_path: String,
@@ -531,7 +535,7 @@ pub struct MountPoint {
 }
 
 /// `zfs_volumes[]`: a new volume allocated on a storage and mounted in the container.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct ZfsVolume {
     pub name: String,
     /// A Proxmox storage id despite the name.
@@ -545,7 +549,7 @@ pub struct ZfsVolume {
 // ---------------------------------------------------------------------------------------
 
 /// `etc/phoenix_vm_configs.json`; `{"vms": []}` for a site without VMs.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct VmFile {
     #[serde(rename = "$schema")]
     pub schema: Option<String>,
@@ -554,7 +558,7 @@ pub struct VmFile {
 }
 
 /// `vm_defaults`: fallbacks for every VM.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct VmDefaults {
     pub template: Option<String>,
     pub cores: Option<u32>,
@@ -565,7 +569,7 @@ pub struct VmDefaults {
 }
 
 /// One VM of `vms[]`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct VmConfig {
     pub vmid: u32,
     pub name: String,
@@ -623,7 +627,7 @@ impl VmConfig {
 }
 
 /// `network_config` of a VM (cloud-init `ipconfig0`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VmNetworkConfig {
     /// `10.0.0.111/24` or `dhcp`.
     pub ip: String,
@@ -634,14 +638,14 @@ pub struct VmNetworkConfig {
 }
 
 /// `user_config`: the cloud-init user.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct UserConfig {
     pub username: String,
     pub ssh_public_key: Option<String>,
 }
 
 /// `volumes[]` of a VM: an NFS mount inside the guest.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct VmVolume {
     /// `nfs`.
     pub r#type: String,
@@ -673,7 +677,7 @@ impl DockerStackRef {
 
 impl<'de> Deserialize<'de> for DockerStackRef {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        #[derive(Deserialize)]
+        #[derive(Deserialize, JsonSchema)]
         struct Object {
             name: String,
             environment: Option<String>,
@@ -756,7 +760,7 @@ impl<'de> Deserialize<'de> for NodeLabels {
 
 /// `etc/phoenix_stacks_config.json` (vestigial on the seed's main branch, the source of
 /// variables and labels on rootesting).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct StacksConfigFile {
     #[serde(rename = "$schema")]
     pub schema: Option<String>,
@@ -764,7 +768,7 @@ pub struct StacksConfigFile {
     pub docker_stacks: BTreeMap<String, StackConfig>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct StackConfig {
     pub description: Option<String>,
     pub compose_file_path: Option<String>,
@@ -773,7 +777,7 @@ pub struct StackConfig {
 }
 
 /// `stacks/<name>/phoenix.json`.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct StackManifest {
     #[serde(rename = "$schema")]
     pub schema: Option<String>,
@@ -784,7 +788,7 @@ pub struct StackManifest {
 }
 
 /// One environment of a stack (both in `phoenix.json` and in the stacks config).
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub struct StackEnvironment {
     #[serde(default)]
     pub variables: Vec<StackVariable>,
@@ -798,30 +802,31 @@ pub struct StackEnvironment {
 }
 
 /// `variables[]`: substituted for `${NAME}` in the compose file.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StackVariable {
     pub name: String,
     /// Numbers and booleans are accepted and kept as written.
     #[serde(deserialize_with = "lenient::string")]
+    #[schemars(schema_with = "schema::string_or_number")]
     pub value: String,
 }
 
 /// `files[]`: a site file copied into the stack's container.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StackFile {
     pub source: String,
     pub destination_in_container: String,
 }
 
 /// `services.<name>`: extra settings for one compose service.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct StackService {
     #[serde(default)]
     pub traefik_labels: Vec<String>,
 }
 
 /// A stack found under `stacks/<name>/`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Stack {
     /// The directory name.
     pub name: String,
@@ -833,11 +838,78 @@ pub struct Stack {
 }
 
 // ---------------------------------------------------------------------------------------
+// JSON Schemas of the types with hand-written deserializers (schemas/ is generated from
+// these types: `phoenix schema`)
+// ---------------------------------------------------------------------------------------
+
+mod schema {
+    use schemars::{Schema, SchemaGenerator, json_schema};
+
+    pub(super) fn string_or_number(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": ["string", "number", "boolean"]})
+    }
+
+    pub(super) fn opt_string_or_number(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"type": ["string", "number", "boolean", "null"]})
+    }
+
+    pub(super) fn opt_bool_or_01(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({"anyOf": [{"type": ["boolean", "null"]}, {"enum": [0, 1]}]})
+    }
+}
+
+impl JsonSchema for GuestId {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "GuestId".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A Proxmox guest id: a number (101) or a numeric string (\"101\").",
+            "anyOf": [
+                {"type": "integer", "minimum": 0},
+                {"type": "string", "pattern": "^[0-9]+$"}
+            ]
+        })
+    }
+}
+
+impl JsonSchema for DockerStackRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "DockerStackRef".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A stack name, or {\"name\", \"environment\"} (environment defaults to production).",
+            "anyOf": [
+                {"type": "string"},
+                {"type": "object", "required": ["name"], "properties": {
+                    "name": {"type": "string"}, "environment": {"type": ["string", "null"]}}}
+            ]
+        })
+    }
+}
+
+impl JsonSchema for NodeLabels {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "NodeLabels".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "Swarm node labels: an object, or a list of \"key=value\" strings.",
+            "anyOf": [
+                {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]}},
+                {"type": "array", "items": {"type": "string"}}
+            ]
+        })
+    }
+}
+
+// ---------------------------------------------------------------------------------------
 // etc/certificate-manifest.json
 // ---------------------------------------------------------------------------------------
 
 /// One entry of `etc/certificate-manifest.json` (a JSON array).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct CertificateEntry {
     pub common_name: String,
     #[serde(default)]
@@ -849,6 +921,7 @@ pub struct CertificateEntry {
     pub owner: Option<String>,
     /// Octal mode such as `"640"`; a bare number is accepted.
     #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[schemars(schema_with = "schema::opt_string_or_number")]
     pub permissions: Option<String>,
     /// Shell command run on the host after renewal.
     pub post_renewal_command: Option<String>,

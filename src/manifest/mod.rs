@@ -11,6 +11,7 @@ pub mod files;
 pub mod lint;
 pub mod locate;
 mod parse;
+pub mod schema;
 
 use std::collections::BTreeMap;
 use std::io;

@@ -176,10 +176,20 @@ fn desired_one(
     attrs.insert("status".into(), json!(status));
 
     let mut create = Map::new();
-    let mut depends_on = Vec::new();
+    // The disk's storage, the template and the clone's snapshot must exist first.
+    let mut depends_on = vec![Address::new(super::storage::KIND, cfg.storage_pool.clone())];
     match (&cfg.template, &cfg.clone_from_ctid) {
         (Some(t), None) => {
-            create.insert("template".into(), json!(t));
+            let volid = super::template::volume_id(site, t).map_err(|why| {
+                Box::new(error(
+                    ctid,
+                    "template",
+                    why,
+                    Some("write it as a volume id, e.g. `local:vztmpl/debian-12-standard_12.7-1_amd64.tar.zst`"),
+                ))
+            })?;
+            create.insert("template".into(), json!(volid));
+            depends_on.push(Address::new(super::template::KIND, volid));
         }
         (None, Some(src)) => {
             create.insert("clone_from".into(), json!(src.0));
@@ -187,8 +197,10 @@ fn desired_one(
                 .lxc
                 .lxc_configs
                 .get(&src.0.to_string())
-                .and_then(|s| s.template_snapshot_name.clone());
+                .and_then(|s| s.template_snapshot_name.as_deref())
+                .map(|s| s.trim().to_string());
             if let Some(snap) = snap {
+                depends_on.push(super::snapshot::address(src.0, &snap));
                 create.insert("clone_snapshot".into(), json!(snap));
             }
             depends_on.push(Address::new(KIND, src.0.to_string()));

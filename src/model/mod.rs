@@ -8,9 +8,14 @@
 //! the diff in `plan/` can compare them without knowing what they mean.
 
 pub mod address;
+pub mod firewall;
 pub mod lxc;
 pub mod normalize;
 pub mod propstring;
+pub mod snapshot;
+pub mod storage;
+pub mod template;
+pub mod vm;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -154,12 +159,43 @@ pub trait Kind: Send + Sync {
     /// The desired resources of this kind. Errors are diagnostics naming the
     /// manifest file and JSON path.
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>>;
+    /// Objects of this kind are *verified*, not owned, when they already
+    /// exist: one that is not in the state needs no `--adopt`; if it matches
+    /// the manifests the plan leaves it alone (and out of the state), if it
+    /// differs the plan changes it like a managed one. Default: no (a guest
+    /// found outside the state needs `phoenix import` or `--adopt`).
+    fn verifies_existing(&self) -> bool {
+        false
+    }
+    /// A reason the plan cannot go on for this resource given what exists
+    /// (`live` is `None` when the object does not): `(message, help)`. For
+    /// what phoenix cannot create or change, such as a storage it only
+    /// verifies. Pure: no I/O. Default: none.
+    fn precheck(
+        &self,
+        _desired: &DesiredResource,
+        _live: Option<&LiveObject>,
+    ) -> Option<(String, String)> {
+        None
+    }
+}
+
+/// The kind by its address prefix.
+pub fn kind_of(kind: &str) -> Option<&'static dyn Kind> {
+    kinds().iter().copied().find(|k| k.schema().kind == kind)
 }
 
 /// Every kind phoenix knows. A new kind adds one line here.
 #[cfg(not(test))]
 pub fn kinds() -> &'static [&'static dyn Kind] {
-    &[&lxc::LxcKind]
+    &[
+        &lxc::LxcKind,
+        &vm::VmKind,
+        &firewall::FirewallKind,
+        &storage::StorageKind,
+        &template::TemplateKind,
+        &snapshot::SnapshotKind,
+    ]
 }
 
 /// In unit tests, also a kind with a secret, to prove secrets never show.

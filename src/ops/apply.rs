@@ -271,9 +271,12 @@ pub async fn apply(
     let fingerprint: Arc<dyn Fn(&Value) -> String + Send + Sync> =
         Arc::new(move |v| key.fingerprint(v));
     let started = Instant::now();
-    let hooks: Arc<dyn Hooks> = Arc::new(ShellHooks {
-        shell: Shell::new(ctx.shell.color(), ctx.shell.verbosity()),
-    });
+    let shell = Shell::new(ctx.shell.color(), ctx.shell.verbosity());
+    let hooks: Arc<dyn Hooks> = if ctx.shell.is_tty() {
+        Arc::new(LiveHooks::new(shell))
+    } else {
+        Arc::new(ShellHooks { shell })
+    };
     let result = apply::execute(
         &plan,
         Arc::new(planned.desired),
@@ -317,6 +320,71 @@ pub async fn apply(
         ));
     }
     Ok(ApplyStatus::Applied)
+}
+
+/// The live view on a terminal: a spinner per operation in flight (with the
+/// task it waits on), the same status lines as the plain view printed above
+/// the spinners as operations start and end.
+struct LiveHooks {
+    plain: ShellHooks,
+    mp: indicatif::MultiProgress,
+    bars: Mutex<BTreeMap<Address, indicatif::ProgressBar>>,
+}
+
+impl LiveHooks {
+    fn new(shell: Shell) -> Self {
+        LiveHooks {
+            plain: ShellHooks { shell },
+            mp: indicatif::MultiProgress::with_draw_target(indicatif::ProgressDrawTarget::stderr()),
+            bars: Mutex::new(BTreeMap::new()),
+        }
+    }
+
+    fn line(&self, verb: &str, message: impl std::fmt::Display) {
+        let _ = self.mp.println(self.plain.shell.status_line(verb, message));
+    }
+}
+
+impl Hooks for LiveHooks {
+    fn started(&self, change: &Change) {
+        self.line(verb(change.action), &change.address);
+        let bar = self.mp.add(indicatif::ProgressBar::new_spinner());
+        if let Ok(style) =
+            indicatif::ProgressStyle::with_template("{spinner:.cyan} {msg} ({elapsed})")
+        {
+            bar.set_style(style);
+        }
+        bar.set_message(format!("{} {}", verb(change.action), change.address));
+        bar.enable_steady_tick(Duration::from_millis(120));
+        if let Ok(mut bars) = self.bars.lock() {
+            bars.insert(change.address.clone(), bar);
+        }
+    }
+    fn progress(&self, verb: &str, message: &str) {
+        self.line(verb, message);
+        // Messages start with the address they are about.
+        let addr = message
+            .split_whitespace()
+            .next()
+            .and_then(|w| w.trim_end_matches(':').parse::<Address>().ok());
+        if let (Some(a), Ok(bars)) = (addr, self.bars.lock())
+            && let Some(bar) = bars.get(&a)
+        {
+            bar.set_message(format!("{verb} {message}"));
+        }
+    }
+    fn finished(&self, change: &Change, outcome: &Outcome, elapsed: Duration) {
+        if let Ok(mut bars) = self.bars.lock()
+            && let Some(bar) = bars.remove(&change.address)
+        {
+            bar.finish_and_clear();
+        }
+        self.mp
+            .suspend(|| self.plain.finished(change, outcome, elapsed));
+    }
+    fn committed(&self, serial: u64) {
+        self.mp.suspend(|| self.plain.committed(serial));
+    }
 }
 
 fn spawn_signal_watch(cancel: Cancel) -> tokio::task::JoinHandle<()> {

@@ -109,10 +109,21 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
         let p = prior.get(&addr);
         let l = live.get(&addr);
 
-        if let Some(entry) = p.and_then(|p| drift_of(&addr, p, l)) {
+        if let Some(entry) = p.and_then(|p| drift_of(&addr, p, l, d.map(|d| &d.attrs))) {
             drift.push(entry);
         }
         if options.refresh_only {
+            continue;
+        }
+        let kind = crate::model::kind_of(addr.kind());
+        if let (Some(k), Some(d)) = (kind, d)
+            && let Some((message, help)) = k.precheck(d, l)
+        {
+            problems.push(PlanProblem {
+                address: addr.clone(),
+                message,
+                help,
+            });
             continue;
         }
 
@@ -165,7 +176,9 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
                 changes.push(c);
             }
             (Some(d), p, Some(l)) => {
-                let adopting = p.is_none();
+                // A kind that verifies existing objects treats one outside the
+                // state like a managed one: changed only where it differs.
+                let adopting = p.is_none() && !kind.is_some_and(|k| k.verifies_existing());
                 if adopting && !options.adopt && !recovered.contains(&addr) {
                     problems.push(PlanProblem {
                         address: addr.clone(),
@@ -274,7 +287,15 @@ fn top(path: &str) -> &str {
     path.split('.').next().unwrap_or(path)
 }
 
-fn drift_of(addr: &Address, p: &ResourceState, l: Option<&LiveObject>) -> Option<DriftEntry> {
+/// Drift: where the live object differs from the state, over the attributes
+/// the manifests manage (`managed`, at any depth) and the state recorded.
+/// Without a desired resource (it is being removed) every recorded attribute counts.
+fn drift_of(
+    addr: &Address,
+    p: &ResourceState,
+    l: Option<&LiveObject>,
+    managed: Option<&Attrs>,
+) -> Option<DriftEntry> {
     let Some(l) = l else {
         return Some(DriftEntry {
             address: addr.clone(),
@@ -290,7 +311,15 @@ fn drift_of(addr: &Address, p: &ResourceState, l: Option<&LiveObject>) -> Option
         if sensitive.contains(&k.as_str()) {
             continue;
         }
-        value_paths(k, pv, l.attrs.get(k).unwrap_or(&Value::Null), &mut paths);
+        let lv = l.attrs.get(k).unwrap_or(&Value::Null);
+        match managed {
+            Some(m) => {
+                if let Some(mv) = m.get(k) {
+                    masked_paths(k, mv, pv, lv, &mut paths);
+                }
+            }
+            None => value_paths(k, pv, lv, &mut paths),
+        }
     }
     (!paths.is_empty()).then(|| DriftEntry {
         address: addr.clone(),
@@ -299,6 +328,27 @@ fn drift_of(addr: &Address, p: &ResourceState, l: Option<&LiveObject>) -> Option
         before: Some(mask(&p.attributes, sensitive)),
         after: Some(mask(&l.attrs, sensitive)),
     })
+}
+
+/// Paths where `before` differs from `after`, looking only where `mask` (the
+/// desired value) has keys.
+fn masked_paths(path: &str, mask: &Value, before: &Value, after: &Value, out: &mut Vec<String>) {
+    match (mask, before, after) {
+        (Value::Object(m), Value::Object(b), Value::Object(a)) => {
+            for (k, mv) in m {
+                let Some(bv) = b.get(k) else { continue };
+                masked_paths(
+                    &format!("{path}.{k}"),
+                    mv,
+                    bv,
+                    a.get(k).unwrap_or(&Value::Null),
+                    out,
+                );
+            }
+        }
+        _ if before != after => out.push(path.to_string()),
+        _ => {}
+    }
 }
 
 /// Paths where `want` (managed keys only) differs from `have`.
@@ -567,6 +617,27 @@ mod tests {
         let l = live(&[("2", json!({"rootfs_size": "16G"}))]);
         let plan = run(&d, &p, &l, &DiffOptions::default()).unwrap();
         assert_eq!(plan.changes[0].action, Action::Update);
+    }
+
+    #[test]
+    fn drift_only_over_managed_attributes() {
+        let d = desired(&[("1", json!({"net0": {"ip": "a"}}))]);
+        let p = prior(&[(
+            "1",
+            json!({"net0": {"ip": "a", "hwaddr": "X"}, "swap": 512}),
+        )]);
+        let l = live(&[(
+            "1",
+            json!({"net0": {"ip": "a", "hwaddr": "Y"}, "swap": 1024}),
+        )]);
+        let plan = run(&d, &p, &l, &DiffOptions::default()).unwrap();
+        assert!(plan.drift.is_empty(), "{:?}", plan.drift);
+        let l2 = live(&[(
+            "1",
+            json!({"net0": {"ip": "b", "hwaddr": "Y"}, "swap": 1024}),
+        )]);
+        let plan = run(&d, &p, &l2, &DiffOptions::default()).unwrap();
+        assert_eq!(plan.drift[0].changed_paths, ["net0.ip"]);
     }
 
     #[test]

@@ -3,9 +3,15 @@
 //! resource kind ([`lxc`]).
 
 pub mod client;
+pub mod firewall;
 pub mod guest;
 pub mod lxc;
+pub mod pvesh;
+pub mod snapshot;
+pub mod storage;
 pub mod task;
+pub mod template;
+pub mod vm;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -18,7 +24,14 @@ use super::{BoxFuture, ProviderError, ResourceProvider};
 use crate::manifest::Site;
 
 /// The kinds this provider serves.
-pub const KINDS: &[&str] = &[crate::model::lxc::KIND];
+pub const KINDS: &[&str] = &[
+    crate::model::lxc::KIND,
+    crate::model::vm::KIND,
+    crate::model::firewall::KIND,
+    crate::model::storage::KIND,
+    crate::model::template::KIND,
+    crate::model::snapshot::KIND,
+];
 
 /// The Proxmox API, whatever the transport. Parameters go as PVE takes them
 /// (booleans `0`/`1`, comma-joined `delete`). Answers are the `data` member.
@@ -73,6 +86,10 @@ impl std::fmt::Debug for PveAuth {
 /// How to reach Proxmox. The environment wins over the manifests' `proxmox` section.
 #[derive(Debug, Clone)]
 pub struct PveSettings {
+    /// `https` (default), `pvesh` (on the host) or `ssh://user@host`.
+    pub transport: String,
+    /// The pvesh program for the pvesh transports (default `pvesh`).
+    pub pvesh: Option<String>,
     pub url: Option<String>,
     pub node: Option<String>,
     pub auth: Option<PveAuth>,
@@ -87,6 +104,8 @@ pub struct PveSettings {
 impl Default for PveSettings {
     fn default() -> Self {
         PveSettings {
+            transport: "https".into(),
+            pvesh: None,
             url: None,
             node: None,
             auth: None,
@@ -120,6 +139,8 @@ impl PveSettings {
         let conn = site.and_then(|s| s.hypervisor.proxmox.clone());
         let root = site.map(|s| s.root.clone());
         let mut s = PveSettings {
+            transport: env("PHOENIX_PVE_TRANSPORT").unwrap_or_else(|| "https".into()),
+            pvesh: env("PHOENIX_PVESH"),
             url: env("PHOENIX_PVE_URL").or_else(|| conn.as_ref().and_then(|c| c.url.clone())),
             node: env("PHOENIX_PVE_NODE").or_else(|| conn.as_ref().and_then(|c| c.node.clone())),
             ca_file: env("PHOENIX_PVE_CA_FILE").map(PathBuf::from).or_else(|| {
@@ -223,9 +244,23 @@ impl Pve {
 
 /// The providers of every Proxmox kind, sharing one connection.
 pub fn providers(settings: &PveSettings) -> Result<Vec<Arc<dyn ResourceProvider>>, ProviderError> {
-    let api: Arc<dyn PveApi> = Arc::new(client::HttpsApi::new(settings)?);
+    let api: Arc<dyn PveApi> = match settings.transport.as_str() {
+        "https" => Arc::new(client::HttpsApi::new(settings)?),
+        other => Arc::new(pvesh::PveshApi::new(
+            other,
+            settings.pvesh.clone(),
+            settings.request_timeout,
+        )?),
+    };
     let pve = Arc::new(Pve::new(api, settings));
-    Ok(vec![Arc::new(lxc::LxcProvider::new(pve))])
+    Ok(vec![
+        Arc::new(lxc::LxcProvider::new(pve.clone())),
+        Arc::new(vm::VmProvider::new(pve.clone())),
+        Arc::new(firewall::FirewallProvider::new(pve.clone())),
+        Arc::new(storage::StorageProvider::new(pve.clone())),
+        Arc::new(template::TemplateProvider::new(pve.clone())),
+        Arc::new(snapshot::SnapshotProvider::new(pve)),
+    ])
 }
 
 /// `param=value` pairs from `&str` tuples.
