@@ -18,7 +18,7 @@ pub enum Error {
     Desired(Vec<Diagnostic>),
     #[error(transparent)]
     State(#[from] StateError),
-    #[error("{0}")]
+    #[error(transparent)]
     Provider(#[from] ProviderError),
     #[error("cannot plan: {} problem(s)", .0.len())]
     Plan(Vec<PlanProblem>),

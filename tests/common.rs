@@ -93,6 +93,9 @@ impl Site {
             "PHOENIX_PVESH",
             "PHOENIX_SSH",
             "PHOENIX_PVESH_WORLD",
+            "PHOENIX_PVESH_URL",
+            "PHOENIX_PVESH_TOKEN",
+            "PHOENIX_PVESH_CA",
         ] {
             c.env_remove(k);
         }
@@ -147,6 +150,9 @@ pub fn transport_env() -> Vec<(String, String)> {
         "PHOENIX_PVESH_WORLD".into(),
         w.dir.join("world.json").display().to_string(),
     ));
+    env.push(("PHOENIX_PVESH_URL".into(), w.url.clone()));
+    env.push(("PHOENIX_PVESH_TOKEN".into(), w.token.clone()));
+    env.push(("PHOENIX_PVESH_CA".into(), w.ca_file.display().to_string()));
     env
 }
 
