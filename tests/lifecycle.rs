@@ -160,7 +160,7 @@ fn removed_from_manifests_is_destroyed_only_with_allow_destroy() {
     let out = site.cmd(&["apply", "--auto-approve"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(
-        stderr(&out).contains("destroys 1 guest(s) and their data: lxc.330"),
+        stderr(&out).contains("destroys 1 object(s) and their data: lxc.330"),
         "{}",
         stderr(&out)
     );

@@ -150,7 +150,7 @@ fn template_is_downloaded_once_and_never_deleted() {
     site.set_lxcs(&[(721, lxc("tmpl-721", 221))]);
     let out = apply(&site, &["--allow-destroy"]);
     assert!(
-        stderr(&out).contains(&format!("Keeping template.{volid} on its storage")),
+        stderr(&out).contains(&format!("Forgetting template.{volid}")),
         "{}",
         stderr(&out)
     );

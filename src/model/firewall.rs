@@ -52,6 +52,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     sensitive: &[],
     // "Deleting" a firewall resets what phoenix managed; nothing is lost that the manifests do not hold.
     destroy_protected: false,
+    keep_on_delete: false,
     update_notes,
 };
 

@@ -39,6 +39,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     grow_only: &["rootfs_size"],
     sensitive: &[],
     destroy_protected: true,
+    keep_on_delete: false,
     update_notes: super::no_notes,
 };
 

@@ -47,6 +47,9 @@ pub struct KindSchema {
     pub sensitive: &'static [&'static str],
     /// Deleting or replacing it loses data: needs `--allow-destroy`.
     pub destroy_protected: bool,
+    /// Removing it from the manifests only drops it from the state; the object
+    /// stays (shared things phoenix did not necessarily make, like OS templates).
+    pub keep_on_delete: bool,
     /// Notes for an in-place update, shown in the plan: given the changed
     /// paths and the live attributes (e.g. "takes effect at the next reboot").
     pub update_notes: fn(&[String], &Attrs) -> Vec<String>,
@@ -198,10 +201,18 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
     ]
 }
 
-/// In unit tests, also a kind with a secret, to prove secrets never show.
+/// In unit tests, the same kinds and one with a secret, to prove secrets never show.
 #[cfg(test)]
 pub fn kinds() -> &'static [&'static dyn Kind] {
-    &[&lxc::LxcKind, &testkind::SecretKind]
+    &[
+        &lxc::LxcKind,
+        &vm::VmKind,
+        &firewall::FirewallKind,
+        &storage::StorageKind,
+        &template::TemplateKind,
+        &snapshot::SnapshotKind,
+        &testkind::SecretKind,
+    ]
 }
 
 #[cfg(test)]
@@ -216,6 +227,7 @@ pub mod testkind {
         grow_only: &[],
         sensitive: &["password"],
         destroy_protected: false,
+        keep_on_delete: false,
         update_notes: no_notes,
     };
 

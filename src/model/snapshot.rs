@@ -33,6 +33,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     grow_only: &[],
     sensitive: &[],
     destroy_protected: false,
+    keep_on_delete: false,
     update_notes: super::no_notes,
 };
 

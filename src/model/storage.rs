@@ -45,6 +45,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     grow_only: &[],
     sensitive: &[],
     destroy_protected: true,
+    keep_on_delete: false,
     update_notes: super::no_notes,
 };
 

@@ -37,6 +37,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     grow_only: &[],
     sensitive: &[],
     destroy_protected: false,
+    keep_on_delete: true,
     update_notes: super::no_notes,
 };
 

@@ -49,6 +49,7 @@ pub static SCHEMA: KindSchema = KindSchema {
     grow_only: &["disk_size"],
     sensitive: &[],
     destroy_protected: true,
+    keep_on_delete: false,
     update_notes,
 };
 

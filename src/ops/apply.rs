@@ -135,7 +135,7 @@ fn check_destroys(plan: &Plan, allow: bool) -> Result<()> {
     }
     Err(Error::msg(
         format!(
-            "the plan destroys {} guest(s) and their data: {}",
+            "the plan destroys {} object(s) and their data: {}",
             blocked.len(),
             blocked.join(", ")
         ),

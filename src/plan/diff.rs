@@ -255,6 +255,11 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
                     changes.push(c);
                 }
             }
+            (None, Some(_), Some(l)) if schema.keep_on_delete => {
+                let mut c = base(Action::Forget, Some(&l.attrs), None);
+                c.reason = Some(Reason::KeptOnRemoval);
+                changes.push(c);
+            }
             (None, Some(p), Some(l)) => {
                 let mut c = base(Action::Delete, Some(&l.attrs), None);
                 c.reason = Some(Reason::RemovedFromManifests);

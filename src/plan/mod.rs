@@ -70,6 +70,8 @@ pub enum Reason {
     Adopt,
     /// The object is gone and no longer wanted: only the state entry goes.
     AlreadyGone,
+    /// No longer in the manifests, and of a kind phoenix leaves in place: only the state entry goes.
+    KeptOnRemoval,
 }
 
 /// What the change was computed from: apply refuses to act if the object no

@@ -45,6 +45,9 @@ pub fn headline(c: &Change) -> String {
             format!("{a} was created by an interrupted apply and will be taken into the state")
         }
         (Action::Adopt, _) => format!("{a} exists and will be adopted into the state"),
+        (Action::Forget, Some(Reason::KeptOnRemoval)) => {
+            format!("{a} is no longer in the manifests: phoenix forgets it and leaves it in place")
+        }
         (Action::Forget, _) => format!("{a} no longer exists and will be removed from the state"),
     }
 }

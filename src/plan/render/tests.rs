@@ -129,6 +129,19 @@ fn markdown() {
 }
 
 #[test]
+fn file_contents_show_as_a_unified_diff() {
+    let mut plan = every_action_plan();
+    let c = plan.changes.iter_mut().find(|c| c.address == addr("lxc.102")).unwrap();
+    c.before.as_mut().unwrap().insert("content".into(), json!("a\nb\nc\n"));
+    c.after.as_mut().unwrap().insert("content".into(), json!("a\nB\nc\nd\n"));
+    c.changed_paths = vec!["content".into()];
+    let mut out = Vec::new();
+    super::text::render(&plan, &mut out, false).unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.contains("~ content:\n          @@ -1,3 +1,4 @@\n           a\n          -b\n          +B\n           c\n          +d\n"), "{text}");
+}
+
+#[test]
 fn colors_only_when_asked() {
     let mut out = Vec::new();
     super::text::render(&every_action_plan(), &mut out, true).unwrap();

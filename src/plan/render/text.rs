@@ -68,6 +68,34 @@ fn block(
     Ok(())
 }
 
+/// Both sides as text when either is a multi-line string (a generated file).
+fn multiline<'a>(before: &'a Value, after: &'a Value) -> Option<(&'a str, &'a str)> {
+    let text = |v: &'a Value| match v {
+        Value::String(s) => Some(s.as_str()),
+        Value::Null => Some(""),
+        _ => None,
+    };
+    let (b, a) = (text(before)?, text(after)?);
+    (b.contains('\n') || a.contains('\n')).then_some((b, a))
+}
+
+/// A unified diff with 3 lines of context, indented under its attribute.
+fn unified(out: &mut dyn Write, before: &str, after: &str, st: &Styles) -> io::Result<()> {
+    let diff = similar::TextDiff::from_lines(before, after);
+    for hunk in diff.unified_diff().context_radius(3).iter_hunks() {
+        writeln!(out, "          {}", st.dim.apply_to(hunk.header()))?;
+        for change in hunk.iter_changes() {
+            let line = change.value().trim_end_matches('\n');
+            match change.tag() {
+                similar::ChangeTag::Delete => writeln!(out, "          {}", st.destroy.apply_to(format!("-{line}")))?,
+                similar::ChangeTag::Insert => writeln!(out, "          {}", st.add.apply_to(format!("+{line}")))?,
+                similar::ChangeTag::Equal => writeln!(out, "           {line}")?,
+            }
+        }
+    }
+    Ok(())
+}
+
 pub fn render(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result<()> {
     let st = Styles::new(color);
     if !plan.drift.is_empty() {
@@ -142,6 +170,12 @@ pub fn render(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result<()> {
                         } else {
                             String::new()
                         };
+                        if let Some((b, a)) = multiline(before, after) {
+                            // File contents: a unified diff reads better than two long strings.
+                            writeln!(out, "      {} {p}:{forces}", st.change.apply_to("~"))?;
+                            unified(out, b, a, &st)?;
+                            continue;
+                        }
                         writeln!(
                             out,
                             "      {} {p:<w$} = {} -> {}{forces}",

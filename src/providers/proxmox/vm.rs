@@ -9,10 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use tokio::sync::Semaphore;
 
-use super::guest::{self, GuestType};
-use super::{Pve, params, task};
+use super::guest::{self, GuestType, remote_parts, vmid_of};
+use super::{Pve, params};
 use crate::model::vm::{self as model, KIND};
 use crate::model::{Address, Attrs, DesiredResource, LiveObject, normalize};
 use crate::plan::{Action, Change};
@@ -30,34 +29,10 @@ pub struct VmProvider {
     pve: Arc<Pve>,
 }
 
-fn vmid_of(addr: &Address) -> Result<u32, ProviderError> {
-    addr.name()
-        .parse()
-        .map_err(|_| ProviderError::Other(format!("`{addr}`: a VM address needs a numeric vmid")))
-}
-
 /// Where the VM is, as the state keeps it. `disk` is the boot disk's key
 /// (needed to resize it), `pending` the config keys waiting for a reboot.
 fn remote(node: &str, vmid: u32, disk: Option<&str>, template: bool, pending: &[String]) -> Value {
     json!({"node": node, "vmid": vmid, "disk": disk, "template": template, "pending": pending})
-}
-
-fn remote_parts(remote: &Value, addr: &Address) -> Result<(String, u32), ProviderError> {
-    let node = remote["node"].as_str();
-    let vmid = remote["vmid"]
-        .as_u64()
-        .and_then(|v| u32::try_from(v).ok())
-        .or_else(|| addr.name().parse().ok());
-    match (node, vmid) {
-        (Some(n), Some(v)) => Ok((n.to_string(), v)),
-        _ => Err(ProviderError::Other(format!(
-            "`{addr}`: the state has no node/vmid for it\nhelp: run `phoenix plan` to read it again"
-        ))),
-    }
-}
-
-fn is_upid(v: &Value) -> Option<&str> {
-    v.as_str().filter(|s| s.starts_with("UPID:"))
 }
 
 fn size_of(attrs: &Attrs) -> Option<u64> {
@@ -139,12 +114,7 @@ impl VmProvider {
         result: Value,
         ctx: &dyn OpContext,
     ) -> Result<(), ProviderError> {
-        if let Some(upid) = is_upid(&result) {
-            ctx.task_started(addr, upid);
-            ctx.progress("Waiting", &format!("{addr} on {upid}"));
-            task::wait(self.pve.api.as_ref(), upid, self.pve.task_timeout).await?;
-        }
-        Ok(())
+        guest::run_task(&self.pve, addr, result, ctx).await
     }
 
     async fn start_or_stop(
@@ -155,21 +125,7 @@ impl VmProvider {
         want: &str,
         ctx: &dyn OpContext,
     ) -> Result<(), ProviderError> {
-        let path = format!("/nodes/{node}/qemu/{vmid}/status");
-        let r = if want == "running" {
-            ctx.progress("Starting", &addr.to_string());
-            self.pve.api.post(&format!("{path}/start"), &[]).await?
-        } else {
-            ctx.progress("Stopping", &addr.to_string());
-            self.pve
-                .api
-                .post(
-                    &format!("{path}/shutdown"),
-                    &params(&[("timeout", "60".into()), ("forceStop", "1".into())]),
-                )
-                .await?
-        };
-        self.run_task(addr, r, ctx).await
+        guest::set_running(&self.pve, GuestType::Qemu, addr, node, vmid, want == "running", ctx).await
     }
 
     async fn resize(
@@ -601,48 +557,15 @@ impl ResourceProvider for VmProvider {
         addresses: &'a [Address],
     ) -> BoxFuture<'a, Result<BTreeMap<Address, LiveObject>, ProviderError>> {
         Box::pin(async move {
-            let mut out = BTreeMap::new();
             if addresses.is_empty() {
-                return Ok(out);
+                return Ok(BTreeMap::new());
             }
-            let inventory = self.pve.inventory().await?;
-            let mut found = Vec::new();
-            for addr in addresses {
-                let vmid = vmid_of(addr)?;
-                let Some(entry) = inventory
-                    .iter()
-                    .find(|g| g["vmid"].as_u64() == Some(u64::from(vmid)))
-                else {
-                    continue;
-                };
-                if entry["type"] != "qemu" {
-                    return Err(ProviderError::Conflict(format!(
-                        "{addr}: id {vmid} is taken by a {} in Proxmox, not a VM\nhelp: pick another vmid in the manifest",
-                        entry["type"].as_str().unwrap_or("guest")
-                    )));
-                }
-                let node = entry["node"].as_str().unwrap_or_default().to_string();
-                let status = entry["status"].as_str().map(str::to_string);
-                found.push((addr.clone(), node, vmid, status));
-            }
-            let sem = Arc::new(Semaphore::new(self.pve.read_concurrency));
-            let mut set = tokio::task::JoinSet::new();
-            for (addr, node, vmid, status) in found {
-                let pve = self.pve.clone();
-                let sem = sem.clone();
-                set.spawn(async move {
-                    let _permit = sem.acquire_owned().await;
-                    (addr, Self::read(&pve, &node, vmid, status).await)
-                });
-            }
-            while let Some(joined) = set.join_next().await {
-                let (addr, r) =
-                    joined.map_err(|e| ProviderError::Other(format!("a read task failed: {e}")))?;
-                if let Some(obj) = r? {
-                    out.insert(addr, obj);
-                }
-            }
-            Ok(out)
+            let found = guest::locate(&self.pve, GuestType::Qemu, addresses).await?;
+            guest::read_all(&self.pve, found, |pve, (addr, node, vmid, status)| async move {
+                let r = Self::read(&pve, &node, vmid, status).await;
+                (addr, r)
+            })
+            .await
         })
     }
 
