@@ -401,18 +401,21 @@ fn seed_fixture() -> std::path::PathBuf {
 }
 
 #[test]
-fn seed_site_lxcs_apply_through_the_snapshot_chain() {
-    // A copy: nothing is ever written under the shared fixture. Its VMs are
-    // the vm kind's to test; without them the LXCs' `dependencies` on VM 1002
-    // are only a warning.
+fn the_whole_seed_site_applies_then_plans_empty_and_restores_a_firewall_edit() {
+    // A copy: nothing is ever written under the shared fixture. Everything
+    // the seed defines is applied (12 LXCs through the snapshot chain, the VM
+    // template and its two clones, every guest firewall, the storages), except
+    // the datacenter firewall: a singleton in the one fake all tests share,
+    // which `firewall::cluster_and_guest_firewalls_apply_then_plan_is_empty` owns.
     let site = Site {
         dir: tempfile::tempdir().unwrap(),
     };
     copy_dir(&seed_fixture(), site.root());
-    site.write("etc/phoenix_vm_configs.json", &json!({"vms": []}));
+    let hv = site.root().join("etc/phoenix_hypervisor_config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&hv).unwrap()).unwrap();
+    config["shared_volumes"].as_object_mut().unwrap().remove("firewall");
+    site.write("etc/phoenix_hypervisor_config.json", &config);
 
-    // Only the kinds this test is about (other kinds, such as the firewall,
-    // have their own tests): every lxc, storage, template and snapshot address.
     let out = site.cmd(&["plan", "--json"]).output().unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let plan: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -421,11 +424,7 @@ fn seed_site_lxcs_apply_through_the_snapshot_chain() {
         .unwrap()
         .iter()
         .filter_map(|c| c["address"].as_str())
-        .filter(|a| {
-            ["lxc.", "storage.", "template.", "snapshot."]
-                .iter()
-                .any(|k| a.starts_with(k))
-        })
+        .filter(|a| *a != "firewall.cluster")
         .map(str::to_string)
         .collect();
     targets.sort();
@@ -469,5 +468,30 @@ fn seed_site_lxcs_apply_through_the_snapshot_chain() {
     }
     let iso = storage_of(&pve, "fastData-shared-iso").unwrap();
     assert_eq!(content_of(&iso), ["iso", "vztmpl"]);
+    for id in [9000, 1001, 1002] {
+        assert_eq!(pve.count(id), 1, "vm.{id}");
+    }
+    assert!(!targets.contains(&"firewall.cluster".to_string()));
+    for a in ["vm.9000", "vm.1001", "vm.1002", "firewall.101", "firewall.1002"] {
+        assert!(targets.contains(&a.to_string()), "{a}: {targets:?}");
+    }
     plan_is_empty(&site, &args);
+
+    // A guest rule edited and another deleted in Proxmox: drift names them,
+    // apply puts them back in order.
+    let node = pve.node().to_string();
+    let rules = pve.get(&format!("/nodes/{node}/lxc/102/firewall/rules"));
+    let n = rules.as_array().unwrap().len();
+    pve.put(&format!("/nodes/{node}/lxc/102/firewall/rules/0"), &[("dport", "8080")]);
+    pve.http_delete(&format!("/nodes/{node}/lxc/102/firewall/rules/3"));
+    site.cmd(&["drift"]).assert().code(3);
+    let out = site.cmd(&["drift"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(3), "{}{}", stdout(&out), stderr(&out));
+    assert!(stdout(&out).contains("firewall.102 changed outside phoenix"), "{}", stdout(&out));
+    apply(&site, &args);
+    let after = pve.get(&format!("/nodes/{node}/lxc/102/firewall/rules"));
+    assert_eq!(after.as_array().unwrap().len(), n);
+    assert_eq!(after, rules, "the rules are back, in order");
+    plan_is_empty(&site, &[]);
+    site.cmd(&["drift"]).assert().code(0);
 }
