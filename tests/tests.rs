@@ -3,6 +3,7 @@
 //!
 //! - `ci_recipes`: the shell of `examples/ci/` recipes, run against the fake.
 //! - `cli`: commands that need no Proxmox (validate, graph, completions).
+//! - `cluster`: several nodes: guests found anywhere, created where asked.
 //! - `common`: a temp site per test and a `phoenix` command wired to the world.
 //! - `lifecycle`: plan -> apply -> empty plan; updates, grow, replace, destroy.
 //! - `drift`: changes made outside phoenix, and `phoenix drift`'s exit codes.
@@ -16,6 +17,7 @@ mod support;
 
 mod ci_recipes;
 mod cli;
+mod cluster;
 mod drift;
 mod errors;
 mod firewall;

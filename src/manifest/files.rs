@@ -493,6 +493,9 @@ pub struct LxcConfig {
     pub status: Option<GuestStatus>,
     /// phoenix extension: `pct --searchdomain` (defaults to the site's `domain_name`).
     pub searchdomain: Option<String>,
+    /// phoenix extension: the cluster node to create the container on (default:
+    /// PHOENIX_PVE_NODE, else the only node).
+    pub node: Option<String>,
 }
 
 impl LxcConfig {
@@ -617,6 +620,9 @@ pub struct VmConfig {
     pub tags: Option<Vec<String>>,
     /// phoenix extension: desired run state (absent = running).
     pub status: Option<GuestStatus>,
+    /// phoenix extension: the cluster node to create the VM on (default:
+    /// PHOENIX_PVE_NODE, else the only node).
+    pub node: Option<String>,
 }
 
 impl VmConfig {

@@ -55,6 +55,10 @@ impl Kind for LxcKind {
         &SCHEMA
     }
 
+    fn observe(&self, desired: &DesiredResource, live: &crate::model::LiveObject) -> Vec<String> {
+        super::node_mismatch(desired, live)
+    }
+
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {
         let mut out = Vec::new();
         let mut errors = Vec::new();
@@ -177,6 +181,9 @@ fn desired_one(
     attrs.insert("status".into(), json!(status));
 
     let mut create = Map::new();
+    if let Some(node) = &cfg.node {
+        create.insert("node".into(), json!(node));
+    }
     // The disk's storage, the template and the clone's snapshot must exist first.
     let mut depends_on = vec![Address::new(super::storage::KIND, cfg.storage_pool.clone())];
     match (&cfg.template, &cfg.clone_from_ctid) {

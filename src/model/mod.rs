@@ -170,6 +170,12 @@ pub trait Kind: Send + Sync {
     fn verifies_existing(&self) -> bool {
         false
     }
+    /// Things worth telling about an object that exists, whether or not the
+    /// plan changes it (e.g. "runs on another node than the manifest says").
+    /// Pure. Default: nothing.
+    fn observe(&self, _desired: &DesiredResource, _live: &LiveObject) -> Vec<String> {
+        Vec::new()
+    }
     /// A reason the plan cannot go on for this resource given what exists
     /// (`live` is `None` when the object does not): `(message, help)`. For
     /// what phoenix cannot create or change, such as a storage it only
@@ -180,6 +186,18 @@ pub trait Kind: Send + Sync {
         _live: Option<&LiveObject>,
     ) -> Option<(String, String)> {
         None
+    }
+}
+
+/// For guest kinds: a guest found on another node than its manifest names is
+/// reported, never recreated or moved.
+pub fn node_mismatch(desired: &DesiredResource, live: &LiveObject) -> Vec<String> {
+    match (desired.create.get("node").and_then(serde_json::Value::as_str), live.remote["node"].as_str()) {
+        (Some(want), Some(have)) if want != have => vec![format!(
+            "runs on node `{have}`, the manifest says `{want}`: phoenix leaves it there \
+             (migrate it in Proxmox, or change `node` in the manifest)"
+        )],
+        _ => Vec::new(),
     }
 }
 

@@ -96,6 +96,10 @@ impl Kind for VmKind {
         &SCHEMA
     }
 
+    fn observe(&self, desired: &DesiredResource, live: &crate::model::LiveObject) -> Vec<String> {
+        super::node_mismatch(desired, live)
+    }
+
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {
         let mut out = Vec::new();
         let mut errors = Vec::new();
@@ -225,6 +229,9 @@ fn desired_one(site: &Site, i: usize, cfg: &VmConfig) -> Result<DesiredResource,
     }
 
     let mut create = Map::new();
+    if let Some(node) = &cfg.node {
+        create.insert("node".into(), json!(node));
+    }
     // The disk's storage must exist (and allow `images`) first.
     let mut depends_on: Vec<Address> = storage
         .iter()

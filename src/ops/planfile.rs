@@ -102,6 +102,7 @@ mod tests {
             drift: vec![],
             refresh_only: false,
             targets: vec![],
+            notes: vec![],
         };
         write(&p, &plan, "lin", 3).unwrap();
         let back = read(&p).unwrap();

@@ -94,6 +94,7 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
     } = *input;
     let mut changes = Vec::new();
     let mut drift = Vec::new();
+    let mut notes = Vec::new();
     let mut problems = Vec::new();
 
     for addr in scope(desired, prior, &options.targets) {
@@ -116,6 +117,14 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
             continue;
         }
         let kind = crate::model::kind_of(addr.kind());
+        if let (Some(k), Some(d), Some(l)) = (kind, d, l) {
+            for note in k.observe(d, l) {
+                notes.push(super::PlanNote {
+                    address: addr.clone(),
+                    note,
+                });
+            }
+        }
         if let (Some(k), Some(d)) = (kind, d)
             && let Some((message, help)) = k.precheck(d, l)
         {
@@ -282,6 +291,7 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
             drift,
             refresh_only: options.refresh_only,
             targets: options.targets.clone(),
+            notes,
         })
     } else {
         Err(problems)

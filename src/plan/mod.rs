@@ -149,6 +149,16 @@ pub struct Plan {
     pub refresh_only: bool,
     #[serde(default)]
     pub targets: Vec<Address>,
+    /// What the kinds observed about existing objects, changed or not.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<PlanNote>,
+}
+
+/// An observation about one object (not a change).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanNote {
+    pub address: Address,
+    pub note: String,
 }
 
 impl Plan {

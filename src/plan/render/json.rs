@@ -36,6 +36,7 @@ pub fn to_value(plan: &Plan) -> Value {
         "summary": plan.summary(),
         "changes": changes,
         "drift": plan.drift,
+        "notes": plan.notes,
     })
 }
 

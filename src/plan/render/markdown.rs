@@ -53,6 +53,12 @@ pub fn render(plan: &Plan, out: &mut dyn Write) -> io::Result<()> {
         }
         writeln!(out)?;
     }
+    for n in &plan.notes {
+        writeln!(out, "> `{}`: {}", n.address, n.note)?;
+    }
+    if !plan.notes.is_empty() {
+        writeln!(out)?;
+    }
     writeln!(out, "<details><summary>Full plan</summary>")?;
     writeln!(out)?;
     writeln!(out, "```diff")?;

@@ -196,6 +196,13 @@ pub fn render(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result<()> {
             writeln!(out)?;
         }
     }
+    if !plan.notes.is_empty() {
+        writeln!(out, "{}", st.bold.apply_to("Notes:"))?;
+        for n in &plan.notes {
+            writeln!(out, "  {} {}: {}", st.dim.apply_to("#"), n.address, n.note)?;
+        }
+        writeln!(out)?;
+    }
     writeln!(out, "{}", st.bold.apply_to(summary_line(plan)))?;
     Ok(())
 }

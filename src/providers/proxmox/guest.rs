@@ -199,3 +199,8 @@ where
     }
     Ok(out)
 }
+
+/// The node a guest's manifest names, if any.
+pub fn desired_node(d: &crate::model::DesiredResource) -> Option<String> {
+    d.create.get("node").and_then(Value::as_str).map(str::to_string)
+}

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::guest::{self, GuestType, remote_parts, vmid_of};
+use super::guest::{self, GuestType, desired_node, remote_parts, vmid_of};
 use super::{Pve, params};
 use crate::model::lxc::{self as model, KIND};
 use crate::model::{Address, DesiredResource, LiveObject, normalize};
@@ -150,7 +150,11 @@ impl LxcProvider {
     ) -> Result<LiveObject, ProviderError> {
         let addr = &d.address;
         let vmid = vmid_of(addr)?;
-        let node = self.pve.node().await?;
+        // The manifest's node, else the configured (or only) one.
+        let node = match desired_node(d) {
+            Some(n) => n,
+            None => self.pve.node().await?,
+        };
         let want_size = d
             .attrs
             .get("rootfs_size")

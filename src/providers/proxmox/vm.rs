@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 
-use super::guest::{self, GuestType, remote_parts, vmid_of};
+use super::guest::{self, GuestType, desired_node, remote_parts, vmid_of};
 use super::{Pve, params};
 use crate::model::vm::{self as model, KIND};
 use crate::model::{Address, Attrs, DesiredResource, LiveObject, normalize};
@@ -296,7 +296,11 @@ impl VmProvider {
         ctx: &dyn OpContext,
     ) -> Result<(String, LiveObject), ProviderError> {
         let addr = &d.address;
-        let node = self.pve.node().await?;
+        // The manifest's node, else the configured (or only) one.
+        let node = match desired_node(d) {
+            Some(n) => n,
+            None => self.pve.node().await?,
+        };
         let storage = d
             .attrs
             .get("storage")
