@@ -32,7 +32,10 @@ fn guests_on_other_nodes_are_found_created_where_asked_and_reported_not_moved() 
             ("hostname", "moved-438"),
             ("memory", "512"),
             ("cores", "1"),
-            ("net0", "name=eth0,bridge=vmbr0,ip=192.0.2.238/24,gw=192.0.2.1"),
+            (
+                "net0",
+                "name=eth0,bridge=vmbr0,ip=192.0.2.238/24,gw=192.0.2.1",
+            ),
         ],
     );
     let mut moved = lxc("moved-438", 238);
@@ -46,14 +49,27 @@ fn guests_on_other_nodes_are_found_created_where_asked_and_reported_not_moved() 
     let text = stdout(&out);
     assert!(out.status.success(), "{text}{}", stderr(&out));
     assert!(text.contains("lxc.439 will be created"), "{text}");
-    assert!(!text.contains("lxc.438 will be created") && !text.contains("lxc.438 must be replaced"), "{text}");
-    assert!(text.contains("lxc.438: runs on node `pve2`, the manifest says `pve1`"), "{text}");
+    assert!(
+        !text.contains("lxc.438 will be created") && !text.contains("lxc.438 must be replaced"),
+        "{text}"
+    );
+    assert!(
+        text.contains("lxc.438: runs on node `pve2`, the manifest says `pve1`"),
+        "{text}"
+    );
 
     site.cmd(&["apply", "--auto-approve"]).assert().success();
-    assert_eq!(node_of(&pve, 439), json!("pve2"), "created on the node its manifest names");
+    assert_eq!(
+        node_of(&pve, 439),
+        json!("pve2"),
+        "created on the node its manifest names"
+    );
     assert_eq!(node_of(&pve, 438), json!("pve2"), "left where it runs");
     assert_eq!(pve.count(438), 1);
     let out = site.cmd(&["plan", "--detailed-exitcode"]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", stdout(&out));
-    assert!(stdout(&out).contains("runs on node `pve2`"), "the note stays until it is resolved");
+    assert!(
+        stdout(&out).contains("runs on node `pve2`"),
+        "the note stays until it is resolved"
+    );
 }
