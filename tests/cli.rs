@@ -81,6 +81,29 @@ fn man_page_from_the_cli_definition() {
 }
 
 #[test]
+fn install_puts_binary_man_page_and_completions_in_place() {
+    let prefix = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/install"))
+        .env("PREFIX", prefix.path())
+        .env("PHOENIX_BIN", assert_cmd::cargo::cargo_bin("phoenix"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for f in [
+        "bin/phoenix",
+        "share/man/man1/phoenix.1",
+        "share/bash-completion/completions/phoenix",
+        "share/zsh/site-functions/_phoenix",
+        "share/fish/vendor_completions.d/phoenix.fish",
+    ] {
+        let p = prefix.path().join(f);
+        assert!(std::fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false), "{f} missing");
+    }
+    let man = std::fs::read_to_string(prefix.path().join("share/man/man1/phoenix.1")).unwrap();
+    assert!(man.contains(".TH phoenix"));
+}
+
+#[test]
 fn completions_and_help() {
     let out = phoenix(&["completions", "bash"]);
     assert!(stdout(&out).contains("_phoenix()"), "{}", stdout(&out));
