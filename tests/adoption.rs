@@ -9,7 +9,7 @@
 #[allow(dead_code)]
 #[path = "common.rs"]
 mod common;
-#[allow(dead_code)]
+// support/mod.rs allows dead code for itself.
 #[path = "support/mod.rs"]
 mod support;
 

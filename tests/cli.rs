@@ -97,7 +97,10 @@ fn install_puts_binary_man_page_and_completions_in_place() {
         "share/fish/vendor_completions.d/phoenix.fish",
     ] {
         let p = prefix.path().join(f);
-        assert!(std::fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false), "{f} missing");
+        assert!(
+            std::fs::metadata(&p).map(|m| m.len() > 0).unwrap_or(false),
+            "{f} missing"
+        );
     }
     let man = std::fs::read_to_string(prefix.path().join("share/man/man1/phoenix.1")).unwrap();
     assert!(man.contains(".TH phoenix"));
