@@ -413,7 +413,10 @@ fn the_whole_seed_site_applies_then_plans_empty_and_restores_a_firewall_edit() {
     copy_dir(&seed_fixture(), site.root());
     let hv = site.root().join("etc/phoenix_hypervisor_config.json");
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&hv).unwrap()).unwrap();
-    config["shared_volumes"].as_object_mut().unwrap().remove("firewall");
+    config["shared_volumes"]
+        .as_object_mut()
+        .unwrap()
+        .remove("firewall");
     site.write("etc/phoenix_hypervisor_config.json", &config);
 
     let out = site.cmd(&["plan", "--json"]).output().unwrap();
@@ -472,7 +475,13 @@ fn the_whole_seed_site_applies_then_plans_empty_and_restores_a_firewall_edit() {
         assert_eq!(pve.count(id), 1, "vm.{id}");
     }
     assert!(!targets.contains(&"firewall.cluster".to_string()));
-    for a in ["vm.9000", "vm.1001", "vm.1002", "firewall.101", "firewall.1002"] {
+    for a in [
+        "vm.9000",
+        "vm.1001",
+        "vm.1002",
+        "firewall.101",
+        "firewall.1002",
+    ] {
         assert!(targets.contains(&a.to_string()), "{a}: {targets:?}");
     }
     plan_is_empty(&site, &args);
@@ -482,12 +491,25 @@ fn the_whole_seed_site_applies_then_plans_empty_and_restores_a_firewall_edit() {
     let node = pve.node().to_string();
     let rules = pve.get(&format!("/nodes/{node}/lxc/102/firewall/rules"));
     let n = rules.as_array().unwrap().len();
-    pve.put(&format!("/nodes/{node}/lxc/102/firewall/rules/0"), &[("dport", "8080")]);
+    pve.put(
+        &format!("/nodes/{node}/lxc/102/firewall/rules/0"),
+        &[("dport", "8080")],
+    );
     pve.http_delete(&format!("/nodes/{node}/lxc/102/firewall/rules/3"));
     site.cmd(&["drift"]).assert().code(3);
     let out = site.cmd(&["drift"]).output().unwrap();
-    assert_eq!(out.status.code(), Some(3), "{}{}", stdout(&out), stderr(&out));
-    assert!(stdout(&out).contains("firewall.102 changed outside phoenix"), "{}", stdout(&out));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stdout(&out).contains("firewall.102 changed outside phoenix"),
+        "{}",
+        stdout(&out)
+    );
     apply(&site, &args);
     let after = pve.get(&format!("/nodes/{node}/lxc/102/firewall/rules"));
     assert_eq!(after.as_array().unwrap().len(), n);

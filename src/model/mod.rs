@@ -192,7 +192,13 @@ pub trait Kind: Send + Sync {
 /// For guest kinds: a guest found on another node than its manifest names is
 /// reported, never recreated or moved.
 pub fn node_mismatch(desired: &DesiredResource, live: &LiveObject) -> Vec<String> {
-    match (desired.create.get("node").and_then(serde_json::Value::as_str), live.remote["node"].as_str()) {
+    match (
+        desired
+            .create
+            .get("node")
+            .and_then(serde_json::Value::as_str),
+        live.remote["node"].as_str(),
+    ) {
         (Some(want), Some(have)) if want != have => vec![format!(
             "runs on node `{have}`, the manifest says `{want}`: phoenix leaves it there \
              (migrate it in Proxmox, or change `node` in the manifest)"

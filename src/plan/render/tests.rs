@@ -131,9 +131,19 @@ fn markdown() {
 #[test]
 fn file_contents_show_as_a_unified_diff() {
     let mut plan = every_action_plan();
-    let c = plan.changes.iter_mut().find(|c| c.address == addr("lxc.102")).unwrap();
-    c.before.as_mut().unwrap().insert("content".into(), json!("a\nb\nc\n"));
-    c.after.as_mut().unwrap().insert("content".into(), json!("a\nB\nc\nd\n"));
+    let c = plan
+        .changes
+        .iter_mut()
+        .find(|c| c.address == addr("lxc.102"))
+        .unwrap();
+    c.before
+        .as_mut()
+        .unwrap()
+        .insert("content".into(), json!("a\nb\nc\n"));
+    c.after
+        .as_mut()
+        .unwrap()
+        .insert("content".into(), json!("a\nB\nc\nd\n"));
     c.changed_paths = vec!["content".into()];
     let mut out = Vec::new();
     super::text::render(&plan, &mut out, false).unwrap();

@@ -87,8 +87,12 @@ fn unified(out: &mut dyn Write, before: &str, after: &str, st: &Styles) -> io::R
         for change in hunk.iter_changes() {
             let line = change.value().trim_end_matches('\n');
             match change.tag() {
-                similar::ChangeTag::Delete => writeln!(out, "          {}", st.destroy.apply_to(format!("-{line}")))?,
-                similar::ChangeTag::Insert => writeln!(out, "          {}", st.add.apply_to(format!("+{line}")))?,
+                similar::ChangeTag::Delete => {
+                    writeln!(out, "          {}", st.destroy.apply_to(format!("-{line}")))?
+                }
+                similar::ChangeTag::Insert => {
+                    writeln!(out, "          {}", st.add.apply_to(format!("+{line}")))?
+                }
                 similar::ChangeTag::Equal => writeln!(out, "           {line}")?,
             }
         }

@@ -177,8 +177,12 @@ pub async fn read_all<T, F, Fut>(
 where
     T: Send + 'static,
     F: Fn(std::sync::Arc<Pve>, T) -> Fut + Send + Sync + Clone + 'static,
-    Fut: std::future::Future<Output = (Address, Result<Option<crate::model::LiveObject>, ProviderError>)>
-        + Send
+    Fut: std::future::Future<
+            Output = (
+                Address,
+                Result<Option<crate::model::LiveObject>, ProviderError>,
+            ),
+        > + Send
         + 'static,
 {
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(pve.read_concurrency));
@@ -192,7 +196,8 @@ where
     }
     let mut out = std::collections::BTreeMap::new();
     while let Some(joined) = set.join_next().await {
-        let (addr, r) = joined.map_err(|e| ProviderError::Other(format!("a read task failed: {e}")))?;
+        let (addr, r) =
+            joined.map_err(|e| ProviderError::Other(format!("a read task failed: {e}")))?;
         if let Some(obj) = r? {
             out.insert(addr, obj);
         }
@@ -202,5 +207,8 @@ where
 
 /// The node a guest's manifest names, if any.
 pub fn desired_node(d: &crate::model::DesiredResource) -> Option<String> {
-    d.create.get("node").and_then(Value::as_str).map(str::to_string)
+    d.create
+        .get("node")
+        .and_then(Value::as_str)
+        .map(str::to_string)
 }

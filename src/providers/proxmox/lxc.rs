@@ -108,7 +108,16 @@ impl LxcProvider {
         want: &str,
         ctx: &dyn OpContext,
     ) -> Result<(), ProviderError> {
-        guest::set_running(&self.pve, GuestType::Lxc, addr, node, vmid, want == "running", ctx).await
+        guest::set_running(
+            &self.pve,
+            GuestType::Lxc,
+            addr,
+            node,
+            vmid,
+            want == "running",
+            ctx,
+        )
+        .await
     }
 
     async fn resize(
@@ -414,10 +423,14 @@ impl ResourceProvider for LxcProvider {
                 return Ok(BTreeMap::new());
             }
             let found = guest::locate(&self.pve, GuestType::Lxc, addresses).await?;
-            guest::read_all(&self.pve, found, |pve, (addr, node, vmid, status)| async move {
-                let r = Self::read(&pve, &node, vmid, status).await;
-                (addr, r)
-            })
+            guest::read_all(
+                &self.pve,
+                found,
+                |pve, (addr, node, vmid, status)| async move {
+                    let r = Self::read(&pve, &node, vmid, status).await;
+                    (addr, r)
+                },
+            )
             .await
         })
     }

@@ -125,7 +125,16 @@ impl VmProvider {
         want: &str,
         ctx: &dyn OpContext,
     ) -> Result<(), ProviderError> {
-        guest::set_running(&self.pve, GuestType::Qemu, addr, node, vmid, want == "running", ctx).await
+        guest::set_running(
+            &self.pve,
+            GuestType::Qemu,
+            addr,
+            node,
+            vmid,
+            want == "running",
+            ctx,
+        )
+        .await
     }
 
     async fn resize(
@@ -565,10 +574,14 @@ impl ResourceProvider for VmProvider {
                 return Ok(BTreeMap::new());
             }
             let found = guest::locate(&self.pve, GuestType::Qemu, addresses).await?;
-            guest::read_all(&self.pve, found, |pve, (addr, node, vmid, status)| async move {
-                let r = Self::read(&pve, &node, vmid, status).await;
-                (addr, r)
-            })
+            guest::read_all(
+                &self.pve,
+                found,
+                |pve, (addr, node, vmid, status)| async move {
+                    let r = Self::read(&pve, &node, vmid, status).await;
+                    (addr, r)
+                },
+            )
             .await
         })
     }
