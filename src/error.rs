@@ -54,8 +54,52 @@ impl Error {
             }
             Error::Plan(_) => None,
             Error::Io { .. } => Some("check the path and its permissions".into()),
-            _ => None,
+            Error::State(e) => match e {
+                StateError::Corrupt { .. } => Some(
+                    "neither the state file nor its .backup could be read: fix the JSON at the place \
+                     named, or restore the file from a copy; never delete it (phoenix would try to \
+                     create everything again)"
+                        .into(),
+                ),
+                StateError::NewerFormat { .. } => {
+                    Some("use the phoenix version that wrote the state, or a newer one".into())
+                }
+                StateError::Read { .. } | StateError::Write { .. } | StateError::LockIo { .. } => {
+                    Some("check the state file's directory and its permissions".into())
+                }
+                // Their messages carry their own `help:` line.
+                StateError::Locked(_) | StateError::Unlock(_) => None,
+            },
+            // Messages that already hold a `help:` line keep it; the others get one.
+            Error::Provider(p) if p.to_string().contains("help:") => None,
+            Error::Provider(p) => Some(provider_help(p).into()),
         }
+    }
+}
+
+/// What to do after a provider error whose message says nothing of it.
+fn provider_help(p: &ProviderError) -> &'static str {
+    match p {
+        ProviderError::Api { message, .. } if message.contains("quorum") => {
+            "the cluster has lost quorum, so Proxmox refuses every change; restore it \
+             (`pvecm status`), then run phoenix again"
+        }
+        ProviderError::Api { status: 595, .. } => {
+            "Proxmox cannot reach that node: check that it is up and in the cluster \
+             (`pvecm status`), then run phoenix again"
+        }
+        ProviderError::Api { status, .. } if *status >= 500 => {
+            "Proxmox failed to answer (reads are retried 4 times); check the API host, \
+             then run phoenix again: the state and its journal stay true"
+        }
+        ProviderError::Api { .. } => "Proxmox refused the request; the message above is its reason",
+        ProviderError::NotFound(_) | ProviderError::Conflict(_) => {
+            "it changed meanwhile: run `phoenix plan` again"
+        }
+        ProviderError::TaskFailed { .. } => {
+            "the task log above says why; fix the cause in Proxmox, then run phoenix again"
+        }
+        _ => "run `phoenix plan` to see where things stand",
     }
 }
 

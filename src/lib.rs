@@ -6,6 +6,7 @@
 //! - [`model`]: addresses, resource kinds and their normalized attributes (Desired).
 //! - [`state`]: what phoenix manages (Prior): format, local backend, lock, secrets.
 //! - [`providers`]: read the real systems (Live) and change them.
+//! - [`render`]: the files phoenix generates (dnsmasq records, Traefik, Nginx), from `templates/`.
 //! - [`plan`]: the pure diff of Desired, Prior and Live, and its renderers.
 //! - [`apply`]: the executor: DAG walk, lanes, journal, commit after every resource.
 //! - [`ops`]: every command's operation; [`cli`] is the thin layer over it.
@@ -29,5 +30,6 @@ pub mod model;
 pub mod ops;
 pub mod plan;
 pub mod providers;
+pub mod render;
 pub mod shell;
 pub mod state;

@@ -40,6 +40,12 @@ fn plan_adopt_takes_over_the_seed_guests_and_shows_what_differs() {
         &Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/phoenix-seed"),
         site.root(),
     );
+    // The host layer (dns.records, file.*) has tests of its own (host_*): off in this copy.
+    let hv = site.root().join("etc/phoenix_hypervisor_config.json");
+    let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&hv).unwrap()).unwrap();
+    config["dns_server"]["enabled"] = json!(false);
+    config["ingress"] = json!({"enabled": false});
+    site.write("etc/phoenix_hypervisor_config.json", &config);
     let out = site.cmd(&["apply", "--auto-approve"]).output().unwrap();
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
     // The old scripts kept no state.

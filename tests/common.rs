@@ -134,7 +134,7 @@ pub fn transport_env() -> Vec<(String, String)> {
     let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("lab/fakepve");
     let transport = std::env::var("PHOENIX_TEST_TRANSPORT").unwrap_or_default();
     let via = match transport.as_str() {
-        "" | "https" => return env,
+        "" | "https" => return with_host(env, w),
         "pvesh" => "pvesh".to_string(),
         "ssh" => "ssh://root@127.0.0.1".to_string(),
         other => panic!("PHOENIX_TEST_TRANSPORT={other}: use https, pvesh or ssh"),
@@ -153,6 +153,20 @@ pub fn transport_env() -> Vec<(String, String)> {
     env.push(("PHOENIX_PVESH_URL".into(), w.url.clone()));
     env.push(("PHOENIX_PVESH_TOKEN".into(), w.token.clone()));
     env.push(("PHOENIX_PVESH_CA".into(), w.ca_file.display().to_string()));
+    with_host(env, w)
+}
+
+/// The host layer of every test: a host root under the world's dir (never the
+/// machine's /etc), the fake pct (lab/host) and a reload that does nothing.
+/// Tests of the host layer (`host_*`) give each test a host of its own.
+fn with_host(mut env: Vec<(String, String)>, w: &World) -> Vec<(String, String)> {
+    let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("lab/host");
+    env.push((
+        "PHOENIX_HOST_ROOT".into(),
+        w.dir.join("host").display().to_string(),
+    ));
+    env.push(("PHOENIX_PCT".into(), lab.join("pct").display().to_string()));
+    env.push(("PHOENIX_DNSMASQ_RELOAD".into(), "true".into()));
     env
 }
 

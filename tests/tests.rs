@@ -11,6 +11,10 @@
 //! - `schemas`: the published JSON Schemas accept the example sites and the seed.
 //! - `state_safety`: locks, stale saved plans, SIGKILL mid-apply, file modes.
 //! - `errors`: bad manifests, unreachable API, refused credentials, adoption.
+//! - `host_apply`, `host_render`: dns.records and file.* through plan/apply and `phoenix render`,
+//!   checked by the real dnsmasq and nginx; `host_support`: the host world of lab/host.
+//! - `reliability_*`: crash, race, fault, fuzz and secret checks (issue 6), each
+//!   with a private fake; small here, full in `scripts/reliability` (docs/reliability.md).
 
 mod common;
 mod support;
@@ -21,9 +25,18 @@ mod cluster;
 mod drift;
 mod errors;
 mod firewall;
+mod host_apply;
+mod host_render;
+mod host_support;
 mod lifecycle;
 mod progress;
 mod proxmox_storage;
+mod reliability_common;
+mod reliability_concurrency;
+mod reliability_crash;
+mod reliability_faults;
+mod reliability_input;
+mod reliability_security;
 mod schemas;
 mod seed_verbs;
 mod state_safety;

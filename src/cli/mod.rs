@@ -9,6 +9,7 @@ pub mod graph;
 pub mod import;
 pub mod lock;
 pub mod plan;
+pub mod render;
 pub mod seed;
 pub mod state;
 pub mod validate;
@@ -74,6 +75,8 @@ pub enum Command {
     Import(import::ImportArgs),
     /// Print the dependency graph of the manifests.
     Graph(graph::GraphArgs),
+    /// Print (or write under a directory) the files phoenix generates, without touching the site.
+    Render(render::RenderArgs),
     /// Remove a lock left behind by a process that is gone.
     ForceUnlock(lock::ForceUnlockArgs),
     /// Seed verb: plan + confirm + apply of the whole site (`sync all`) or of some guests.
@@ -177,6 +180,7 @@ impl Cli {
             Command::State(c) => state::run(&ctx, c),
             Command::Import(a) => import::run(&ctx, a),
             Command::Graph(a) => graph::run(&ctx, a),
+            Command::Render(a) => render::run(&ctx, a),
             Command::ForceUnlock(a) => lock::run(&ctx, a),
             Command::Sync(a) => seed::sync(&ctx, a),
             Command::Create(a) | Command::Converge(a) => seed::converge(&ctx, a),

@@ -20,7 +20,11 @@ pub fn run(ctx: &Context) -> Result<Exit> {
     };
     for d in &diagnostics {
         ctx.shell.raw(d);
-        let source = std::fs::read_to_string(ctx.root.join(&d.file)).unwrap_or_default();
+        // Only a finding with a line has a snippet (and a file refused for its size is not read).
+        let source = match d.line {
+            Some(_) => std::fs::read_to_string(ctx.root.join(&d.file)).unwrap_or_default(),
+            None => String::new(),
+        };
         if let Some(s) = crate::manifest::diagnostic::snippet(&source, d) {
             ctx.shell.raw(s.trim_end());
         }

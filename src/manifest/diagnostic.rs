@@ -121,7 +121,8 @@ impl fmt::Display for Diagnostic {
 /// ```
 pub fn snippet(source: &str, d: &Diagnostic) -> Option<String> {
     let line_no = d.line?;
-    let text = source.lines().nth(line_no.checked_sub(1)?)?;
+    let text = shown_line(source.lines().nth(line_no.checked_sub(1)?)?, d);
+    let text = text.as_str();
     let width = line_no.to_string().len();
     let pad = " ".repeat(width);
     let mut out = format!("{pad} |\n{line_no} | {text}\n");
@@ -137,9 +138,94 @@ pub fn snippet(source: &str, d: &Diagnostic) -> Option<String> {
     Some(out)
 }
 
+/// Longest source line shown under a diagnostic, in characters.
+const SHOWN_LINE_MAX: usize = 200;
+
+/// A source line as shown under a diagnostic: the string values of keys that
+/// look secret are masked (all of the line's values when the finding is about a
+/// secret kept in clear), and a long line is cut.
+fn shown_line(text: &str, d: &Diagnostic) -> String {
+    let last_key = d
+        .json_path
+        .rsplit('.')
+        .next()
+        .unwrap_or("")
+        .trim_matches('"');
+    let about_secret = d.message.contains("in clear")
+        || d.message.contains("secret")
+        || super::lint::looks_secret(last_key);
+    let mut out = String::with_capacity(text.len());
+    let mut key: Option<String> = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            out.push(c);
+            continue;
+        }
+        let mut body = String::new();
+        let mut escaped = false;
+        let mut closed = false;
+        for c in chars.by_ref() {
+            if escaped {
+                escaped = false;
+            } else if c == '\\' {
+                escaped = true;
+            } else if c == '"' {
+                closed = true;
+                break;
+            }
+            body.push(c);
+        }
+        let rest: String = chars.clone().collect();
+        let is_key = closed && rest.trim_start().starts_with(':');
+        let secret =
+            !is_key && (about_secret || key.as_deref().is_some_and(super::lint::looks_secret));
+        out.push('"');
+        out.push_str(if secret { "(sensitive)" } else { &body });
+        if closed {
+            out.push('"');
+        }
+        if is_key {
+            key = Some(body);
+        }
+    }
+    if out.chars().count() > SHOWN_LINE_MAX {
+        out = out.chars().take(SHOWN_LINE_MAX).collect::<String>() + " ...";
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn snippets_mask_secret_values_and_cut_long_lines() {
+        let d = Diagnostic::warning(
+            "etc/x.json",
+            "the Portainer admin password is stored in clear",
+        )
+        .with_path("portainer_api.admin_password")
+        .with_position(Some(Position {
+            line: 1,
+            column: 27,
+        }));
+        let s = snippet(r#"    "admin_password": "hunter2","#, &d).unwrap();
+        assert!(!s.contains("hunter2") && s.contains("(sensitive)"), "{s}");
+        let other = Diagnostic::warning("etc/x.json", "something else")
+            .with_position(Some(Position { line: 1, column: 1 }));
+        let s = snippet(
+            r#"{"name": "web", "api_key": "k3y", "token": "t0k"}"#,
+            &other,
+        )
+        .unwrap();
+        assert!(
+            s.contains("web") && !s.contains("k3y") && !s.contains("t0k"),
+            "{s}"
+        );
+        let long = "x".repeat(10_000);
+        assert!(snippet(&long, &other).unwrap().len() < 300);
+    }
 
     #[test]
     fn displays_cargo_style() {

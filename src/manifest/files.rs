@@ -136,6 +136,9 @@ pub struct FirewallRule {
 pub struct TraefikService {
     pub name: String,
     pub port: u16,
+    /// `http` or `https`: how Traefik talks to the guest (phoenix extension). Default: `https`
+    /// for ports 443, 8443 and 9443, else `http`.
+    pub scheme: Option<String>,
 }
 
 /// `dns_records[]{hostname, ip}` (schema only in the seed).
@@ -184,6 +187,8 @@ pub struct HypervisorConfig {
     pub shared_zfs_volumes: Option<Value>,
     /// How phoenix reaches the Proxmox API (phoenix extension; never secrets).
     pub proxmox: Option<ProxmoxConnection>,
+    /// Which containers are the Nginx gateway and Traefik (phoenix extension).
+    pub ingress: Option<Ingress>,
 }
 
 impl HypervisorConfig {
@@ -392,6 +397,18 @@ pub struct StepCa {
     pub intermediate_ca_name: Option<String>,
     pub dns_name: Option<String>,
     pub provisioner_name: Option<String>,
+}
+
+/// `ingress` (phoenix extension): the containers that serve the routed hostnames. Without it, the
+/// seed's: the gateway is container 101 and Traefik container 102, when both exist.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct Ingress {
+    /// `false`: phoenix generates no gateway or Traefik configuration (default `true`).
+    pub enabled: Option<bool>,
+    /// The Nginx gateway container: TLS for every routed hostname, proxied to Traefik (default 101).
+    pub gateway: Option<GuestId>,
+    /// The Traefik container: routes each hostname to its guest (default 102).
+    pub traefik: Option<GuestId>,
 }
 
 /// `proxmox` (phoenix extension): where the API is. Credentials come from the

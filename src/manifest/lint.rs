@@ -317,6 +317,21 @@ impl Linter<'_> {
             }
         }
         for guest in guests {
+            // Proxmox takes the name as a DNS name (`pct --hostname`, `qm --name`);
+            // anything else (spaces, `;`, `$(...)`) is refused before anything is sent.
+            if let Err(why) = check_dns_name(guest.name) {
+                self.emit(
+                    Severity::Error,
+                    guest.file,
+                    &guest.path(&json_path!["name"]),
+                    format!(
+                        "name `{}` is not a valid host name: {why}",
+                        guest.name.escape_debug()
+                    ),
+                    "use letters, digits and `-`, with dots between labels of at most 63 \
+                     characters, e.g. `web-1`",
+                );
+            }
             // `ip=manual` exists for pct's net0 only, not for qm's ipconfig0.
             let manual_ok = guest.kind == GuestKind::Lxc;
             if let Some(ip) = guest.ip
@@ -982,6 +997,13 @@ fn validate_rule(rule: &FirewallRule) -> Result<(), String> {
                     rule.action
                 ));
             }
+            for (field, ports) in [("port", &rule.port), ("sport", &rule.sport)] {
+                if let Some(ports) = ports {
+                    check_ports(ports).map_err(|why| {
+                        format!("firewall rule {field} `{}` {why}", ports.escape_debug())
+                    })?;
+                }
+            }
             Ok(())
         }
         "group" => Ok(()),
@@ -992,6 +1014,70 @@ fn validate_rule(rule: &FirewallRule) -> Result<(), String> {
 }
 
 // -- value helpers ----------------------------------------------------------------------
+
+/// A DNS name as Proxmox's `dns-name` format takes it: labels of letters,
+/// digits and `-` (not at either end), 1 to 63 characters, joined by dots.
+fn check_dns_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("it is empty".into());
+    }
+    if name.len() > 253 {
+        return Err(format!(
+            "it is {} characters long (at most 253)",
+            name.len()
+        ));
+    }
+    for label in name.split('.') {
+        if label.is_empty() || label.len() > 63 {
+            return Err("each label between dots must have 1 to 63 characters".into());
+        }
+        if let Some(c) = label
+            .chars()
+            .find(|c| !c.is_ascii_alphanumeric() && *c != '-')
+        {
+            return Err(format!("`{}` is not allowed", c.escape_debug()));
+        }
+        if label.starts_with('-') || label.ends_with('-') {
+            return Err("a label may not start or end with `-`".into());
+        }
+    }
+    Ok(())
+}
+
+/// A firewall port list as Proxmox takes it: `80`, `80,443`, `8000:8010`, or
+/// service names (`ssh`); numbers from 0 to 65535.
+fn check_ports(spec: &str) -> Result<(), String> {
+    let port = |p: &str| -> Result<u32, String> {
+        if !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) {
+            match p.parse::<u32>() {
+                Ok(n) if n <= 65535 => Ok(n),
+                _ => Err("is out of range (0 to 65535)".to_string()),
+            }
+        } else if !p.is_empty()
+            && p.len() <= 64
+            && p.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            Ok(0) // a service name from /etc/services
+        } else {
+            Err("is not a port, a port range or a service name".to_string())
+        }
+    };
+    for item in spec.split(',') {
+        match item.trim().split_once(':') {
+            Some((a, b)) => {
+                let (a, b) = (port(a.trim())?, port(b.trim())?);
+                if a > b {
+                    return Err("has a range whose start is past its end".into());
+                }
+            }
+            None => {
+                port(item.trim())?;
+            }
+        }
+    }
+    Ok(())
+}
 
 /// `Ok(Some(address))` for `a.b.c.d/len`, `Ok(None)` for `dhcp` (and `manual` where
 /// allowed), `Err` otherwise.

@@ -144,6 +144,11 @@ impl Site {
     }
 }
 
+/// The largest JSON manifest phoenix reads (the seed's biggest is about 30 KB).
+pub const MAX_MANIFEST_BYTES: u64 = 16 * 1024 * 1024;
+/// The largest `docker-compose.yml` phoenix reads.
+pub const MAX_COMPOSE_BYTES: u64 = 1024 * 1024;
+
 const MINIMAL_HYPERVISOR: &str = r#"a minimal one is {"domain_name": "lab.example.internal", "network": {"interfaces": {"name": "vmbr0", "address": "192.0.2.13/24", "gateway": "192.0.2.1"}}}"#;
 const MINIMAL_LXC: &str = r#"a site without containers needs {"lxc_configs": {}}"#;
 const MINIMAL_VM: &str = r#"a site without VMs needs {"vms": []}"#;
@@ -253,6 +258,28 @@ impl Reader<'_> {
     fn read(&mut self, relative: &Path) -> Result<Option<String>, ManifestError> {
         let path = self.root.join(relative);
         tracing::debug!(path = %path.display(), "reading manifest");
+        // A hostile or broken file (a compose file with a 100 MB line) is refused
+        // by its size, before it is read.
+        let limit = if relative.ends_with(STACK_COMPOSE) {
+            MAX_COMPOSE_BYTES
+        } else {
+            MAX_MANIFEST_BYTES
+        };
+        if let Ok(meta) = std::fs::metadata(&path)
+            && meta.len() > limit
+        {
+            self.diagnostics.push(
+                Diagnostic::error(
+                    relative,
+                    format!(
+                        "the file is {} bytes; phoenix reads files of this kind up to {limit} bytes",
+                        meta.len()
+                    ),
+                )
+                .with_help("is this the right file? Manifests are small; split it or trim it"),
+            );
+            return Ok(None);
+        }
         match std::fs::read(&path) {
             Ok(bytes) => match String::from_utf8(bytes) {
                 Ok(text) => Ok(Some(text)),

@@ -8,6 +8,8 @@
 //! the diff in `plan/` can compare them without knowing what they mean.
 
 pub mod address;
+pub mod dns;
+pub mod file;
 pub mod firewall;
 pub mod lxc;
 pub mod normalize;
@@ -222,6 +224,8 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &storage::StorageKind,
         &template::TemplateKind,
         &snapshot::SnapshotKind,
+        &dns::DnsKind,
+        &file::FileKind,
     ]
 }
 
@@ -235,6 +239,8 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &storage::StorageKind,
         &template::TemplateKind,
         &snapshot::SnapshotKind,
+        &dns::DnsKind,
+        &file::FileKind,
         &testkind::SecretKind,
     ]
 }

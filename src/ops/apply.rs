@@ -15,7 +15,8 @@ use crate::model::{Address, LiveObject, schema_of};
 use crate::plan::{Action, Change, Plan};
 use crate::providers::{self};
 use crate::shell::Shell;
-use crate::state::{LocalBackend, LockMode, State};
+use crate::state::local::Saver;
+use crate::state::{LockMode, State};
 
 #[derive(Debug, Clone, Default)]
 pub struct ApplyOptions {
@@ -38,17 +39,24 @@ pub enum ApplyStatus {
 }
 
 struct LocalStore {
-    backend: LocalBackend,
-    previous: Mutex<State>,
+    saver: Mutex<Saver>,
 }
 
 impl StateStore for LocalStore {
-    fn persist(&self, state: &mut State) -> std::result::Result<(), String> {
-        let mut prev = self
-            .previous
+    fn prepare(&self, state: &mut State) -> std::result::Result<Option<String>, String> {
+        let saver = self
+            .saver
             .lock()
             .map_err(|_| "state mutex poisoned".to_string())?;
-        self.backend.save(state, &prev).map_err(|e| {
+        Ok(saver.prepare(state))
+    }
+
+    fn write(&self, serial: u64, document: String) -> std::result::Result<(), String> {
+        let mut saver = self
+            .saver
+            .lock()
+            .map_err(|_| "state mutex poisoned".to_string())?;
+        saver.write(serial, document).map_err(|e| {
             let mut s = e.to_string();
             let mut src = std::error::Error::source(&e);
             while let Some(c) = src {
@@ -56,9 +64,7 @@ impl StateStore for LocalStore {
                 src = c.source();
             }
             s
-        })?;
-        *prev = state.clone();
-        Ok(())
+        })
     }
 }
 
@@ -200,11 +206,25 @@ pub async fn apply(
     confirm: &mut dyn FnMut(&Plan) -> Result<bool>,
 ) -> Result<ApplyStatus> {
     let _guard = ctx.lock(LockMode::Exclusive, "apply", opts.lock_timeout)?;
-    let loaded = ctx.load_state()?;
+    let mut loaded = ctx.load_state()?;
     let saved = match &opts.plan_file {
-        Some(p) => Some(planfile::read(p)?),
+        Some(p) => {
+            if let Some(w) = crate::state::local::exposed(p) {
+                ctx.shell.warn(w);
+            }
+            Some(planfile::read(p)?)
+        }
         None => None,
     };
+    // A plan saved before any state existed carries the lineage of the empty
+    // state it was made against, which was never written: the state this apply
+    // creates takes that lineage, so the plan is not refused as stale.
+    if let Some(s) = &saved
+        && loaded.fresh
+        && s.serial == 0
+    {
+        loaded.state.lineage = s.lineage.clone();
+    }
     let plan_opts = PlanOptions {
         targets: saved
             .as_ref()
@@ -255,8 +275,7 @@ pub async fn apply(
     state.pending.retain(|p| acted.contains(&p.address));
 
     let store = Arc::new(LocalStore {
-        backend: ctx.backend(),
-        previous: Mutex::new(loaded.state.clone()),
+        saver: Mutex::new(Saver::new(ctx.backend(), &loaded.state)),
     });
     store.persist(&mut state).map_err(|e| {
         Error::msg(
@@ -292,6 +311,13 @@ pub async fn apply(
         cancel.clone(),
     )
     .await;
+    super::timing("execute", started);
+    if super::timings_enabled() {
+        let c = &result.commits;
+        eprintln!("timing state_writes {:.6}", c.write_time.as_secs_f64());
+        eprintln!("count commits {}", c.commits);
+        eprintln!("count state_writes {}", c.writes);
+    }
     signals.abort();
     report(
         ctx,
@@ -394,15 +420,30 @@ fn spawn_signal_watch(cancel: Cancel) -> tokio::task::JoinHandle<()> {
                 Ok(s) => s,
                 Err(_) => return,
             };
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {},
-            _ = term.recv() => {},
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {},
+                _ = term.recv() => {},
+            }
+            if cancel.is_cancelled() {
+                // The handlers above replaced the default action: without this a
+                // second Ctrl-C would do nothing while a long task runs. Every
+                // commit is atomic and the journal holds what is in flight, so
+                // leaving now is as safe as a SIGKILL.
+                eprintln!(
+                    "{:>12} second interrupt: exiting now; the journal records the work in flight \
+                     and the next `phoenix plan` reconciles it",
+                    "Stopping"
+                );
+                std::process::exit(1);
+            }
+            eprintln!(
+                "{:>12} interrupt received: finishing in-flight work, starting nothing new \
+                 (interrupt again to exit at once)",
+                "Stopping"
+            );
+            cancel.cancel();
         }
-        eprintln!(
-            "{:>12} interrupt received: finishing in-flight work, starting nothing new",
-            "Stopping"
-        );
-        cancel.cancel();
     })
 }
 

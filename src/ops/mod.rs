@@ -7,12 +7,13 @@
 pub mod apply;
 pub mod graph;
 pub mod planfile;
+pub mod render;
 pub mod seed;
 pub mod state_cmds;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
@@ -82,6 +83,9 @@ impl Context {
     /// Load the state (the lock is the caller's business), saying if the backup was used.
     pub fn load_state(&self) -> Result<LoadedState> {
         let loaded = self.backend().load()?;
+        for w in &loaded.warnings {
+            self.shell.warn(w);
+        }
         if let Some(why) = &loaded.from_backup {
             self.shell.warn(format!(
                 "the state file was unreadable ({why}); loaded {} instead",
@@ -89,6 +93,22 @@ impl Context {
             ));
         }
         Ok(loaded)
+    }
+}
+
+/// `PHOENIX_TIMINGS=1`: how long each phase took, one `timing <phase> <seconds>` line on stderr
+/// (for `scripts/bench`; see docs/performance.md). Off by default and costs nothing then.
+pub fn timings_enabled() -> bool {
+    static ON: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *ON.get_or_init(|| {
+        std::env::var_os("PHOENIX_TIMINGS").is_some_and(|v| v != "0" && !v.is_empty())
+    })
+}
+
+/// Report a phase that started at `start` (see [`timings_enabled`]).
+pub fn timing(phase: &str, start: Instant) {
+    if timings_enabled() {
+        eprintln!("timing {phase} {:.6}", start.elapsed().as_secs_f64());
     }
 }
 
@@ -190,6 +210,7 @@ pub struct Planned {
 pub fn settings(site: Option<&Site>) -> Result<Settings> {
     Ok(Settings {
         proxmox: providers::proxmox::PveSettings::resolve(site)?,
+        host: providers::host::HostSettings::resolve(site)?,
     })
 }
 
@@ -214,8 +235,11 @@ pub async fn compute_plan(
     opts: &PlanOptions,
     state: Option<State>,
 ) -> Result<Planned> {
+    let started = Instant::now();
     let site = load_site(ctx)?;
     let mut desired = desired(ctx, &site)?;
+    timing("load", started);
+    let started = Instant::now();
     let state = match state {
         Some(s) => s,
         None if opts.read_only => {
@@ -245,6 +269,7 @@ pub async fn compute_plan(
             ));
         }
     }
+    timing("state", started);
     check_targets(&targets, &desired, &state)?;
     let key = if opts.read_only {
         ctx.secret_key_read_only()?
@@ -266,7 +291,9 @@ pub async fn compute_plan(
         settings.proxmox.read_concurrency = opts.parallelism;
     }
     let registry = providers::registry(&kinds, &settings)?;
+    let started = Instant::now();
     let live = refresh(ctx, &registry, &addresses).await?;
+    timing("refresh", started);
     let recovered: BTreeSet<Address> = journaled
         .into_iter()
         .filter(|a| live.contains_key(a) && !state.resources.contains_key(a))
@@ -277,6 +304,7 @@ pub async fn compute_plan(
         targets,
     };
     let fp = |v: &Value| key.fingerprint(v);
+    let started = Instant::now();
     let plan = plan::diff(&DiffInput {
         desired: &desired,
         prior: &state.resources,
@@ -291,6 +319,7 @@ pub async fn compute_plan(
         }
         Error::Plan(problems)
     })?;
+    timing("diff", started);
     Ok(Planned {
         site,
         plan,
@@ -309,11 +338,13 @@ pub fn render(
     out: &mut dyn std::io::Write,
     color: bool,
 ) -> Result<()> {
+    let started = Instant::now();
     let r = match format {
         OutputFormat::Text => plan::render::text::render(plan, out, color),
         OutputFormat::Json => plan::render::json::render(plan, out),
         OutputFormat::Markdown => plan::render::markdown::render(plan, out),
     };
+    timing("render", started);
     r.map_err(|source| Error::Io {
         action: "write the plan to",
         path: PathBuf::from("stdout"),

@@ -60,13 +60,18 @@ pub fn read(path: &Path) -> Result<SavedPlan> {
         path: path.to_path_buf(),
         source,
     })?;
+    parse(path, &text)
+}
+
+/// Parse the text of the plan file `path` (named in every error).
+pub fn parse(path: &Path, text: &str) -> Result<SavedPlan> {
     let bad = |why: String| {
         Error::msg(
             format!("{} is not a phoenix plan file: {why}", path.display()),
             "create one with `phoenix plan --out FILE`",
         )
     };
-    let value: serde_json::Value = serde_json::from_str(&text)
+    let value: serde_json::Value = serde_json::from_str(text)
         .map_err(|e| bad(format!("{e} (line {}, column {})", e.line(), e.column())))?;
     if value.get("kind").and_then(|k| k.as_str()) != Some(KIND) {
         return Err(bad("no `\"kind\": \"phoenix-plan\"`".into()));

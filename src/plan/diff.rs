@@ -136,12 +136,18 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
             continue;
         }
 
-        let precondition = Precondition {
+        // Both fingerprints hash a copy of the object: computed only for a
+        // change, not for every address of a site that is mostly unchanged.
+        let precondition = || Precondition {
             fingerprint: l.map(LiveObject::fingerprint),
         };
-        let desired_fingerprint = d.map(|d| {
-            (input.secret_fingerprint)(&serde_json::json!({"attrs": d.attrs, "create": d.create}))
-        });
+        let desired_fingerprint = || {
+            d.map(|d| {
+                (input.secret_fingerprint)(
+                    &serde_json::json!({"attrs": d.attrs, "create": d.create}),
+                )
+            })
+        };
         let drifted: BTreeSet<String> = drift
             .last()
             .filter(|e| e.address == addr)
@@ -169,9 +175,9 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
                 .map(|d| d.depends_on.clone())
                 .or_else(|| p.map(|p| p.dependencies.clone()))
                 .unwrap_or_default(),
-            precondition: precondition.clone(),
+            precondition: precondition(),
             notes: Vec::new(),
-            desired_fingerprint: desired_fingerprint.clone(),
+            desired_fingerprint: desired_fingerprint(),
         };
 
         match (d, p, l) {
@@ -226,6 +232,11 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
                     .filter(|p| schema.is_force_new(top(p)))
                     .cloned()
                     .collect();
+                // A kind that verifies existing objects leaves a matching one out of
+                // the state, unless phoenix itself created it (a journaled create
+                // that was cut short): that one is taken in, as after an uncut apply.
+                let adopting =
+                    adopting || (p.is_none() && recovered.contains(&addr) && paths.is_empty());
                 if adopting {
                     let mut c = base(Action::Adopt, Some(&l.attrs), Some(&d.attrs));
                     c.reason = Some(if recovered.contains(&addr) {

@@ -4,6 +4,7 @@
 //! One [`ResourceProvider`] per kind, in `providers/<system>/<kind>.rs`. The
 //! executor calls them through this trait only, so it knows no kind's details.
 
+pub mod host;
 pub mod proxmox;
 
 use std::collections::BTreeMap;
@@ -182,6 +183,11 @@ pub fn registry(
             reg.insert(p);
         }
     }
+    if kinds.iter().any(|k| host::KINDS.contains(&k.as_str())) {
+        for p in host::providers(&settings.host, &settings.proxmox, kinds)? {
+            reg.insert(p);
+        }
+    }
     Ok(reg)
 }
 
@@ -189,4 +195,5 @@ pub fn registry(
 #[derive(Debug, Clone, Default)]
 pub struct Settings {
     pub proxmox: proxmox::PveSettings,
+    pub host: host::HostSettings,
 }

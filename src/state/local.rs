@@ -24,6 +24,21 @@ pub struct LoadedState {
     pub from_backup: Option<String>,
     /// No state existed yet: this is a new, empty one.
     pub fresh: bool,
+    /// Problems worth a loud warning (files readable by others).
+    pub warnings: Vec<String>,
+}
+
+/// A warning when `path` exists and others than its owner may read or write it.
+pub fn exposed(path: &Path) -> Option<String> {
+    let mode = fs::metadata(path).ok()?.permissions().mode() & 0o7777;
+    (mode & 0o077 != 0).then(|| {
+        format!(
+            "{} is readable by others (mode {mode:04o}); phoenix writes it 0600\n\
+             help: run `chmod 600 {}`",
+            path.display(),
+            path.display()
+        )
+    })
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
@@ -77,16 +92,27 @@ impl LocalBackend {
     /// Load the state; an unreadable main file falls back to the `.backup`
     /// (and says so). A state newer than this phoenix is never bypassed.
     pub fn load(&self) -> Result<LoadedState, StateError> {
+        let mut loaded = self.load_inner()?;
+        loaded.warnings = [self.path.clone(), self.backup_path(), self.key_path()]
+            .iter()
+            .filter_map(|p| exposed(p))
+            .collect();
+        Ok(loaded)
+    }
+
+    fn load_inner(&self) -> Result<LoadedState, StateError> {
         match Self::read(&self.path) {
             Ok(Some(state)) => Ok(LoadedState {
                 state,
                 from_backup: None,
                 fresh: false,
+                warnings: Vec::new(),
             }),
             Ok(None) => Ok(LoadedState {
                 state: State::new(),
                 from_backup: None,
                 fresh: true,
+                warnings: Vec::new(),
             }),
             Err(e @ StateError::NewerFormat { .. }) => Err(e),
             Err(e) => match Self::read(&self.backup_path()) {
@@ -94,6 +120,7 @@ impl LocalBackend {
                     state,
                     from_backup: Some(e.to_string()),
                     fresh: false,
+                    warnings: Vec::new(),
                 }),
                 _ => Err(e),
             },
@@ -110,6 +137,11 @@ impl LocalBackend {
         state.serial = previous.serial + 1;
         state.phoenix_version = env!("CARGO_PKG_VERSION").to_string();
         self.write_atomic(&file::render(state))?;
+        tracing::debug!(
+            serial = state.serial,
+            at_us = super::lock::now_micros() as u64,
+            "state written"
+        );
         Ok(true)
     }
 
@@ -123,9 +155,25 @@ impl LocalBackend {
             _ => PathBuf::from("."),
         };
         fs::create_dir_all(&dir).map_err(werr)?;
+        // Temp files of this state only (another state may share the directory),
+        // so a writer (the lock holder) can sweep those a killed writer left.
+        let prefix = format!(
+            ".{}.tmp-",
+            self.path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "phoenix-state".into())
+        );
+        if let Ok(entries) = fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.file_name().to_string_lossy().starts_with(&prefix) {
+                    let _ = fs::remove_file(e.path());
+                }
+            }
+        }
         // NamedTempFile creates the file with mode 0600.
         let mut tmp = tempfile::Builder::new()
-            .prefix(".phoenix-state-")
+            .prefix(&prefix)
             .tempfile_in(&dir)
             .map_err(werr)?;
         tmp.write_all(text.as_bytes()).map_err(werr)?;
@@ -143,6 +191,78 @@ impl LocalBackend {
         File::open(&dir).and_then(|d| d.sync_all()).map_err(werr)?;
         Ok(())
     }
+}
+
+/// Successive saves of one state by one writer (an apply commits after every
+/// resource): each is compared with the document written before it, not with
+/// a copy of the state, so a save renders the state once and never clones it.
+/// What it writes, and when the serial rises, is exactly what [`LocalBackend::save`] does.
+#[derive(Debug)]
+pub struct Saver {
+    backend: LocalBackend,
+    /// The serial of the last version written (or loaded).
+    serial: u64,
+    /// That version as written; `None` when the file does not exist yet (the first save always writes).
+    text: Option<String>,
+}
+
+impl Saver {
+    /// A saver for `backend` whose file now holds `loaded`.
+    pub fn new(backend: LocalBackend, loaded: &State) -> Saver {
+        let text = backend.path.exists().then(|| {
+            let mut s = loaded.clone();
+            s.phoenix_version = env!("CARGO_PKG_VERSION").to_string();
+            file::render(&s)
+        });
+        Saver {
+            backend,
+            serial: loaded.serial,
+            text,
+        }
+    }
+
+    /// Give `state` the serial of its next version and render it; `None` (and
+    /// the serial left as it was) when its content is the one last written.
+    /// No I/O: a caller may hold a lock on the state meanwhile.
+    pub fn prepare(&self, state: &mut State) -> Option<String> {
+        state.serial = self.serial + 1;
+        state.phoenix_version = env!("CARGO_PKG_VERSION").to_string();
+        let text = file::render(state);
+        if self
+            .text
+            .as_deref()
+            .is_some_and(|last| same_but_serial(last, &text))
+        {
+            state.serial = self.serial;
+            return None;
+        }
+        Some(text)
+    }
+
+    /// Write a document from [`Saver::prepare`] (with its serial) atomically.
+    pub fn write(&mut self, serial: u64, text: String) -> Result<(), StateError> {
+        self.backend.write_atomic(&text)?;
+        tracing::debug!(
+            serial,
+            at_us = super::lock::now_micros() as u64,
+            "state written"
+        );
+        self.serial = serial;
+        self.text = Some(text);
+        Ok(())
+    }
+}
+
+/// Two rendered states equal but for their serial. Pretty JSON puts the
+/// top-level keys, and only them, two spaces in (a newline inside a string is
+/// escaped), so the first `\n  "serial": ` line is the document's serial.
+fn same_but_serial(a: &str, b: &str) -> bool {
+    fn split(t: &str) -> Option<(&str, &str)> {
+        let start = t.find("\n  \"serial\": ")?;
+        let end = start + 1 + t[start + 1..].find('\n')?;
+        Some((&t[..start], &t[end..]))
+    }
+    matches!((split(a), split(b)), (Some(x), Some(y)) if x == y)
 }
 
 #[cfg(test)]
@@ -184,6 +304,48 @@ mod tests {
         assert_eq!(backup.serial, 1);
         let mode = fs::metadata(b.path()).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn saver_writes_what_save_writes_and_skips_unchanged_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let b = LocalBackend::new(dir.path().join("state/phoenix.state.json"));
+        let loaded = b.load().unwrap().state;
+        let mut saver = Saver::new(b.clone(), &loaded);
+        // No file yet: the first save writes, even with nothing in it.
+        let mut s = loaded.clone();
+        let text = saver.prepare(&mut s).expect("the first save writes");
+        assert_eq!(s.serial, 1);
+        saver.write(s.serial, text).unwrap();
+        assert_eq!(LocalBackend::read(b.path()).unwrap().unwrap(), s);
+        // Unchanged content: no write, the serial stays.
+        let mut same = s.clone();
+        assert!(saver.prepare(&mut same).is_none());
+        assert_eq!(same.serial, 1);
+        // A change: the next serial, and the previous version becomes the backup.
+        s.resources.insert(Address::new("lxc", "1"), res("1"));
+        let text = saver.prepare(&mut s).unwrap();
+        assert_eq!(s.serial, 2);
+        saver.write(s.serial, text).unwrap();
+        assert_eq!(LocalBackend::read(b.path()).unwrap().unwrap(), s);
+        assert_eq!(
+            LocalBackend::read(&b.backup_path())
+                .unwrap()
+                .unwrap()
+                .serial,
+            1
+        );
+        // A saver made from what was loaded compares with the file, whichever phoenix wrote it.
+        let mut old = LocalBackend::read(b.path()).unwrap().unwrap();
+        old.phoenix_version = "0.0.1".into();
+        let saver = Saver::new(b.clone(), &old);
+        let mut again = old.clone();
+        assert!(saver.prepare(&mut again).is_none());
+        assert_eq!(again.serial, 2);
+        // A value that looks like a serial line inside a string is not one.
+        let mut tricky = again.clone();
+        tricky.lineage = "x\n  \"serial\": 9".into();
+        assert!(saver.prepare(&mut tricky).is_some());
     }
 
     #[test]

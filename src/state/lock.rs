@@ -112,8 +112,18 @@ pub struct LockGuard {
     pub path: PathBuf,
 }
 
+/// Microseconds since the epoch, for the debug log of lock and state events
+/// (the reliability tests check from it that writers never overlap).
+pub fn now_micros() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0)
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
+        tracing::debug!(mode = ?self.mode, at_us = now_micros() as u64, "state lock releasing");
         if self.mode == LockMode::Exclusive {
             // Clear who-holds-it before releasing, so nobody reads a stale holder.
             let _ = self.file.set_len(0);
@@ -225,6 +235,7 @@ pub fn acquire(
             })?;
         guard.info = Some(info);
     }
+    tracing::debug!(mode = ?mode, at_us = now_micros() as u64, "state lock acquired");
     Ok(guard)
 }
 

@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::{Read, Write};
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use hmac::{Hmac, Mac};
@@ -72,6 +72,22 @@ impl SecretKey {
             path: path.to_path_buf(),
             source,
         };
+        if let Ok(meta) = fs::metadata(path)
+            && meta.permissions().mode() & 0o077 != 0
+        {
+            return Err(err(
+                "use",
+                std::io::Error::new(
+                    std::io::ErrorKind::PermissionDenied,
+                    format!(
+                        "it is readable by others (mode {:04o}); with it and the state, secrets \
+                         can be guessed\nhelp: run `chmod 600 {}`",
+                        meta.permissions().mode() & 0o7777,
+                        path.display()
+                    ),
+                ),
+            ));
+        }
         match fs::read(path) {
             Ok(bytes) if bytes.len() == 64 => {
                 let text = String::from_utf8_lossy(&bytes);
@@ -96,19 +112,28 @@ impl SecretKey {
                 fs::File::open("/dev/urandom")
                     .and_then(|mut f| f.read_exact(&mut key))
                     .map_err(|e| err("create", e))?;
-                if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir).map_err(|e| err("create", e))?;
-                }
-                let mut f = fs::OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(0o600)
-                    .open(path)
+                let dir = match path.parent() {
+                    Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                    _ => PathBuf::from("."),
+                };
+                fs::create_dir_all(&dir).map_err(|e| err("create", e))?;
+                // Written whole under a temp name (mode 0600), then linked into
+                // place: a process racing us either wins, and we read its whole
+                // key, or loses; nobody ever reads a half-written key.
+                let mut tmp = tempfile::Builder::new()
+                    .prefix(".phoenix-key-")
+                    .tempfile_in(&dir)
                     .map_err(|e| err("create", e))?;
-                f.write_all(hex::encode(key).as_bytes())
-                    .and_then(|_| f.sync_all())
+                tmp.write_all(hex::encode(key).as_bytes())
+                    .and_then(|_| tmp.as_file().sync_all())
                     .map_err(|e| err("write", e))?;
-                Ok(SecretKey { key })
+                match fs::hard_link(tmp.path(), path) {
+                    Ok(()) => Ok(SecretKey { key }),
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        Self::load_or_create(path)
+                    }
+                    Err(e) => Err(err("create", e)),
+                }
             }
             Err(e) => Err(err("read", e)),
         }

@@ -62,6 +62,14 @@ fn block(
                 block(out, m, indent + 4, sym)?;
                 writeln!(out, "{pad}  }}")?;
             }
+            // A file's content: its lines, as Terraform shows a heredoc.
+            Value::String(s) if s.contains('\n') => {
+                writeln!(out, "{pad}{sym} {k:<w$} = <<-EOT")?;
+                for line in s.lines() {
+                    writeln!(out, "{pad}      {line}")?;
+                }
+                writeln!(out, "{pad}    EOT")?;
+            }
             _ => writeln!(out, "{pad}{sym} {k:<w$} = {}", value(v))?,
         }
     }
@@ -129,6 +137,11 @@ pub fn render(plan: &Plan, out: &mut dyn Write, color: bool) -> io::Result<()> {
                     for p in &d.changed_paths {
                         let before = at(d.before.as_ref(), p).unwrap_or(&Value::Null);
                         let after = at(d.after.as_ref(), p).unwrap_or(&Value::Null);
+                        if let Some((b, a)) = multiline(before, after) {
+                            writeln!(out, "    {} {p}:", st.change.apply_to("~"))?;
+                            unified(out, b, a, &st)?;
+                            continue;
+                        }
                         writeln!(
                             out,
                             "    {} {p:<w$} = {} -> {}",

@@ -296,7 +296,8 @@ enum Attempt {
 /// 200 ms, 400 ms, 800 ms ... plus up to 50% jitter, so retries of parallel
 /// readers do not arrive together.
 fn backoff(attempt: u32) -> Duration {
-    let base = 200u64 << attempt.min(5);
+    // `attempt` is the attempt that just failed, from 1: wait 200 ms after the first.
+    let base = 200u64 << attempt.saturating_sub(1).min(5);
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos() as u64)

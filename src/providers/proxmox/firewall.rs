@@ -515,8 +515,11 @@ impl ResourceProvider for FirewallProvider {
                 match vmid_of(addr)? {
                     None => found.push((addr.clone(), Scope::Cluster)),
                     Some(vmid) => {
-                        let inventory = self.pve.inventory().await?;
-                        if let Some(scope) = find_guest(inventory, vmid) {
+                        // An index lookup: a scan of the inventory per address is quadratic.
+                        let entry = self.pve.inventory_guest(vmid).await?;
+                        if let Some(scope) =
+                            entry.and_then(|e| find_guest(std::slice::from_ref(e), vmid))
+                        {
                             found.push((addr.clone(), scope));
                         }
                     }

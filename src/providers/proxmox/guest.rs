@@ -139,14 +139,10 @@ pub async fn locate(
     ty: GuestType,
     addresses: &[Address],
 ) -> Result<Vec<(Address, String, u32, Option<String>)>, ProviderError> {
-    let inventory = pve.inventory().await?;
     let mut found = Vec::new();
     for addr in addresses {
         let vmid = vmid_of(addr)?;
-        let Some(entry) = inventory
-            .iter()
-            .find(|g| g["vmid"].as_u64() == Some(u64::from(vmid)))
-        else {
+        let Some(entry) = pve.inventory_guest(vmid).await? else {
             continue;
         };
         if entry["type"] != ty.path() {

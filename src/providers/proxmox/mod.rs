@@ -127,6 +127,11 @@ fn env_secret(name: &str) -> Result<Option<String>, ProviderError> {
         return Ok(Some(v));
     }
     match env(&format!("{name}_FILE")) {
+        Some(path) if crate::state::local::exposed(std::path::Path::new(&path)).is_some() => {
+            Err(ProviderError::Config(format!(
+                "{name}_FILE {path} is readable by others; phoenix does not use a secret others can read\nhelp: run `chmod 600 {path}`"
+            )))
+        }
         Some(path) => std::fs::read_to_string(&path)
             .map(|s| Some(s.trim().to_string()))
             .map_err(|e| ProviderError::Config(format!("failed to read {name}_FILE {path}: {e}"))),
@@ -184,6 +189,8 @@ pub struct Pve {
     configured_node: Option<String>,
     node: OnceCell<String>,
     inventory: OnceCell<Vec<Value>>,
+    /// vmid -> position in `inventory`, so a refresh looks each guest up once, not by a scan.
+    inventory_index: OnceCell<std::collections::HashMap<u64, usize>>,
     pub task_timeout: Duration,
     pub read_concurrency: usize,
 }
@@ -195,6 +202,7 @@ impl Pve {
             configured_node: settings.node.clone(),
             node: OnceCell::new(),
             inventory: OnceCell::new(),
+            inventory_index: OnceCell::new(),
             task_timeout: settings.task_timeout,
             read_concurrency: settings.read_concurrency.max(1),
         }
@@ -240,10 +248,29 @@ impl Pve {
             .await
             .map(Vec::as_slice)
     }
+
+    /// The inventory entry of guest `vmid` (read once per run, like [`Pve::inventory`]).
+    pub async fn inventory_guest(&self, vmid: u32) -> Result<Option<&Value>, ProviderError> {
+        let inventory = self.inventory().await?;
+        let index = self
+            .inventory_index
+            .get_or_init(|| async {
+                let mut index = std::collections::HashMap::with_capacity(inventory.len());
+                for (i, g) in inventory.iter().enumerate() {
+                    if let Some(vmid) = g["vmid"].as_u64() {
+                        index.entry(vmid).or_insert(i);
+                    }
+                }
+                index
+            })
+            .await;
+        Ok(index.get(&u64::from(vmid)).map(|&i| &inventory[i]))
+    }
 }
 
-/// The providers of every Proxmox kind, sharing one connection.
-pub fn providers(settings: &PveSettings) -> Result<Vec<Arc<dyn ResourceProvider>>, ProviderError> {
+/// One connection to the API, for this provider and the systems that reach
+/// guests through Proxmox (`host/`).
+pub fn connect(settings: &PveSettings) -> Result<Arc<Pve>, ProviderError> {
     let api: Arc<dyn PveApi> = match settings.transport.as_str() {
         "https" => Arc::new(client::HttpsApi::new(settings)?),
         other => Arc::new(pvesh::PveshApi::new(
@@ -252,7 +279,12 @@ pub fn providers(settings: &PveSettings) -> Result<Vec<Arc<dyn ResourceProvider>
             settings.request_timeout,
         )?),
     };
-    let pve = Arc::new(Pve::new(api, settings));
+    Ok(Arc::new(Pve::new(api, settings)))
+}
+
+/// The providers of every Proxmox kind, sharing one connection.
+pub fn providers(settings: &PveSettings) -> Result<Vec<Arc<dyn ResourceProvider>>, ProviderError> {
+    let pve = connect(settings)?;
     Ok(vec![
         Arc::new(lxc::LxcProvider::new(pve.clone())),
         Arc::new(vm::VmProvider::new(pve.clone())),
