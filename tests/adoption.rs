@@ -45,6 +45,8 @@ fn plan_adopt_takes_over_the_seed_guests_and_shows_what_differs() {
     let mut config: Value = serde_json::from_str(&std::fs::read_to_string(&hv).unwrap()).unwrap();
     config["dns_server"]["enabled"] = json!(false);
     config["ingress"] = json!({"enabled": false});
+    // Certificates too (host_cert issues them from a real ACME CA).
+    site.write("etc/certificate-manifest.json", &json!([]));
     site.write("etc/phoenix_hypervisor_config.json", &config);
     let out = site.cmd(&["apply", "--auto-approve"]).output().unwrap();
     assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));

@@ -159,7 +159,7 @@ impl HostLab {
     pub fn with_dnsmasq(&mut self) -> String {
         let port = free_port();
         let pid_file = self.root().join("dnsmasq.pid");
-        let file = self.host_file("/etc/dnsmasq.d/00-phoenix-internal.conf");
+        let dir = self.host_file("/etc/dnsmasq.d");
         let script = self.root().join("reload-dnsmasq");
         std::fs::write(
             &script,
@@ -168,10 +168,10 @@ impl HostLab {
                  # Restart the test's own dnsmasq (the pid file is ours).\n\
                  if [ -s {pid} ]; then pid=$(cat {pid}); kill \"$pid\" 2>/dev/null; \
                  while kill -0 \"$pid\" 2>/dev/null; do sleep 0.05; done; fi\n\
-                 exec dnsmasq --conf-file={file} --no-resolv --no-hosts --bind-interfaces \
+                 exec dnsmasq --conf-dir={dir},*.conf --no-resolv --no-hosts --bind-interfaces \
                  --listen-address=127.0.0.1 --port={port} --pid-file={pid} --user={user}\n",
                 pid = pid_file.display(),
-                file = file.display(),
+                dir = dir.display(),
                 user = whoami(),
             ),
         )
@@ -179,6 +179,11 @@ impl HostLab {
         make_executable(&script);
         self.dns = Some(Dnsmasq { port, pid_file });
         script.display().to_string()
+    }
+
+    /// The port of the test's dnsmasq.
+    pub fn dns_port(&self) -> u16 {
+        self.dns.as_ref().expect("with_dnsmasq first").port
     }
 
     /// `dig +short` at the test's dnsmasq.
@@ -200,6 +205,10 @@ impl HostLab {
             ),
             ("PHOENIX_DNSMASQ_RELOAD".into(), reload.to_string()),
         ]
+        .into_iter()
+        // Certificates come from a real ACME CA: the binary's pebble (tests/support/pebble.rs).
+        .chain(crate::support::pebble::shared().env())
+        .collect()
     }
 
     /// `phoenix ARGS` for `site` on this host.

@@ -420,6 +420,8 @@ fn the_whole_seed_site_applies_then_plans_empty_and_restores_a_firewall_edit() {
     // The host layer (dns.records, file.*) has tests of its own (host_*): off in this copy.
     config["dns_server"]["enabled"] = json!(false);
     config["ingress"] = json!({"enabled": false});
+    // Certificates too (host_cert issues them from a real ACME CA).
+    site.write("etc/certificate-manifest.json", &json!([]));
     site.write("etc/phoenix_hypervisor_config.json", &config);
 
     let out = site.cmd(&["plan", "--json"]).output().unwrap();

@@ -53,6 +53,8 @@ fn secret_site() -> Site {
     hv["portainer_api"] = json!({"admin_user": "admin", "admin_password": PORTAINER_PASSWORD,
                                  "api_key": PORTAINER_API_KEY,
                                  "portainer_hostname": "portainer.lab.example.internal"});
+    // Managed DNS: the certificate is validated through it (dns-01), there being no gateway.
+    hv["dns_server"] = json!({"enabled": true, "upstream_servers": ["192.0.2.1"]});
     site.write("etc/phoenix_hypervisor_config.json", &hv);
     site.write(
         "etc/phoenix_stacks_config.json",
@@ -141,6 +143,8 @@ fn no_secret_in_any_byte_phoenix_writes() {
     for (args, auth) in &runs {
         let mut c = pw.std_cmd(&site, args);
         c.env("PHOENIX_LOG", "debug").stdin(Stdio::null());
+        // The certificate is issued for real (a pebble), so its new key is a secret to look for too.
+        c.envs(crate::support::pebble::shared().env());
         match *auth {
             "password" => {
                 c.env_remove("PHOENIX_PVE_TOKEN")
@@ -167,6 +171,21 @@ fn no_secret_in_any_byte_phoenix_writes() {
         written.push((format!("stderr of {args:?}"), out.stderr.clone()));
     }
     secrets.push(("PVE password file", PVE_PASSWORD_FILE_SECRET.into()));
+    // The key phoenix generated for the certificate, where the host (PHOENIX_HOST_ROOT) has it.
+    let issued = crate::support::fakepve::world().dir.join("host").join(
+        site.root()
+            .join("etc/certs/web.key")
+            .strip_prefix("/")
+            .unwrap(),
+    );
+    let issued = std::fs::read_to_string(&issued).unwrap();
+    let body: String = issued.lines().filter(|l| !l.starts_with("-----")).collect();
+    assert!(
+        body.len() > 100 && !body.contains(CERT_PRIVATE_KEY),
+        "{issued}"
+    );
+    // Past the PKCS#8 header every P-256 key shares (the ACME account key has it too).
+    secrets.push(("issued certificate key", body[56..96].to_string()));
     // Every file phoenix left under the site but the ones we wrote ourselves.
     let ours = ["etc/", "stacks/", "pve-password"];
     let mut files = Vec::new();

@@ -26,6 +26,7 @@ mod drift;
 mod errors;
 mod firewall;
 mod host_apply;
+mod host_cert;
 mod host_render;
 mod host_support;
 mod lifecycle;

@@ -8,6 +8,7 @@
 //! the diff in `plan/` can compare them without knowing what they mean.
 
 pub mod address;
+pub mod cert;
 pub mod dns;
 pub mod file;
 pub mod firewall;
@@ -228,6 +229,7 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &dns::DnsKind,
         &file::FileKind,
         &lxc_conf::LxcConfKind,
+        &cert::CertKind,
     ]
 }
 
@@ -244,6 +246,7 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &dns::DnsKind,
         &file::FileKind,
         &lxc_conf::LxcConfKind,
+        &cert::CertKind,
         &testkind::SecretKind,
     ]
 }

@@ -27,6 +27,10 @@ impl LxcGuest {
         LxcGuest { host, pct, ctid }
     }
 
+    pub fn id(&self) -> u32 {
+        self.ctid
+    }
+
     async fn push_impl(&self, bytes: &[u8], dest: &str) -> Result<(), ProviderError> {
         let tmp_dir = self.host.path("/tmp");
         let made = self

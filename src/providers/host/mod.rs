@@ -19,6 +19,7 @@
 //! set `PHOENIX_HOST`: phoenix never writes the `/etc` of the machine it runs on
 //! by accident.
 
+pub mod cert;
 pub mod dns;
 pub mod file;
 pub mod guest;
@@ -41,6 +42,7 @@ pub const KINDS: &[&str] = &[
     crate::model::dns::KIND,
     crate::model::file::KIND,
     crate::model::lxc_conf::KIND,
+    crate::model::cert::KIND,
 ];
 
 /// ssh's own failure (it could not connect): the command never ran.
@@ -63,6 +65,7 @@ pub struct HostSettings {
     pub timeout: Duration,
     /// Which container each `file.<name>` lives in, from the manifests.
     pub files: Vec<(&'static str, u32)>,
+    pub acme: cert::AcmeSettings,
 }
 
 /// The default reload: dnsmasq reads `host-record` lines only when it starts.
@@ -82,6 +85,7 @@ impl Default for HostSettings {
             dnsmasq_reload: DNSMASQ_RELOAD.into(),
             timeout: Duration::from_secs(120),
             files: Vec::new(),
+            acme: cert::AcmeSettings::default(),
         }
     }
 }
@@ -121,8 +125,24 @@ impl HostSettings {
             s.timeout = humantime::parse_duration(&t)
                 .map_err(|e| ProviderError::Config(format!("PHOENIX_HOST_TIMEOUT `{t}`: {e}")))?;
         }
+        s.acme.directory = env("PHOENIX_ACME_DIRECTORY");
+        s.acme.ca_file = env("PHOENIX_ACME_CA_FILE").map(std::path::PathBuf::from);
+        if let Some(t) = env("PHOENIX_CERT_RENEW_BEFORE") {
+            s.acme.renew_before = Some(humantime::parse_duration(&t).map_err(|e| {
+                ProviderError::Config(format!(
+                    "PHOENIX_CERT_RENEW_BEFORE `{t}`: {e}\nhelp: a duration such as `30d` or `12h`"
+                ))
+            })?);
+        }
+        if let Some(f) = env("PHOENIX_ACME_ACCOUNT_FILE") {
+            s.acme.account_file = f.into();
+        }
         if let Some(site) = site {
             s.files = crate::model::file::locations(site);
+            s.acme.certs = crate::model::cert::locations(site);
+            if s.acme.account_file.as_os_str().is_empty() {
+                s.acme.account_file = site.root.join("state/acme-account.json");
+            }
         }
         Ok(s)
     }
@@ -372,7 +392,15 @@ pub fn providers(
             settings.pct.clone(),
             settings.files.clone(),
         )));
-        out.push(Arc::new(lxc_conf::LxcConfProvider::new(host, pve)));
+        out.push(Arc::new(lxc_conf::LxcConfProvider::new(host.clone(), pve)));
+    }
+    if kinds.contains(crate::model::cert::KIND) {
+        out.push(Arc::new(cert::CertProvider::new(
+            host,
+            settings.pct.clone(),
+            settings.dnsmasq_reload.clone(),
+            settings.acme.clone(),
+        )));
     }
     Ok(out)
 }
