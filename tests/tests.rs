@@ -27,6 +27,7 @@ mod errors;
 mod firewall;
 mod host_apply;
 mod host_cert;
+mod host_feature;
 mod host_render;
 mod host_support;
 mod lifecycle;

@@ -37,6 +37,7 @@ pub fn run(site: &Site) -> Vec<Diagnostic> {
     lint.firewalls(&guests);
     lint.secrets();
     lint.stack_references();
+    lint.provisioning();
     lint.out
 }
 
@@ -234,6 +235,60 @@ impl Linter<'_> {
     }
 
     // -- sanity -----------------------------------------------------------------------
+
+    /// Provisioning scripts the site does not have: said, never dropped silently.
+    fn provisioning(&mut self) {
+        use crate::model::feature as f;
+        for (id, lxc) in self.site.lxcs() {
+            let inherited = f::inherited(self.site, lxc);
+            for (i, name) in lxc.features.iter().enumerate() {
+                if inherited.contains(name) {
+                    continue;
+                }
+                let at = json_path!["lxc_configs", id.to_string(), "features", i].to_vec();
+                if !f::valid_name(name) {
+                    self.emit(
+                        Severity::Error,
+                        LXC_FILE,
+                        &at,
+                        format!("feature `{name}` is not a file name"),
+                        "letters, digits, `_`, `-` and `.`; the script is features/<name>.sh",
+                    );
+                } else if !f::feature_script(&self.site.root, name).is_file() {
+                    self.emit(
+                        Severity::Warning,
+                        LXC_FILE,
+                        &at,
+                        format!("no script features/{name}.sh in the site: phoenix does not run feature `{name}`"),
+                        "put the script there: it runs once inside the container as `<script> <ctid>` (README, \"Provisioning\")",
+                    );
+                }
+            }
+            if let Some(script) = &lxc.application_script {
+                let at = json_path!["lxc_configs", id.to_string(), "application_script"].to_vec();
+                if !f::valid_name(script) || f::app_script(&self.site.root, script).is_none() {
+                    self.emit(
+                        Severity::Warning,
+                        LXC_FILE,
+                        &at,
+                        format!("no script features/{script} or bin/{script} in the site: phoenix does not run it"),
+                        "put the script in features/ (or the seed's bin/): it runs once inside the container after its features",
+                    );
+                }
+            }
+        }
+        for (i, vm) in self.site.vms.vms.iter().enumerate() {
+            if !vm.features.is_empty() {
+                self.emit(
+                    Severity::Warning,
+                    VM_FILE,
+                    &json_path!["vms", i, "features"],
+                    "VM features are not run by phoenix yet (they need the QEMU guest agent transport)",
+                    "provision the VM by hand, or through cloud-init, for now",
+                );
+            }
+        }
+    }
 
     fn sanity(&mut self, guests: &[Guest<'_>]) {
         for (id, lxc) in self.site.lxcs() {

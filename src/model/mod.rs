@@ -10,6 +10,7 @@
 pub mod address;
 pub mod cert;
 pub mod dns;
+pub mod feature;
 pub mod file;
 pub mod firewall;
 pub mod lxc;
@@ -230,6 +231,8 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &file::FileKind,
         &lxc_conf::LxcConfKind,
         &cert::CertKind,
+        &feature::FeatureKind,
+        &feature::AppKind,
     ]
 }
 

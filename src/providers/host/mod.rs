@@ -21,6 +21,7 @@
 
 pub mod cert;
 pub mod dns;
+pub mod feature;
 pub mod file;
 pub mod guest;
 pub mod install;
@@ -43,6 +44,8 @@ pub const KINDS: &[&str] = &[
     crate::model::file::KIND,
     crate::model::lxc_conf::KIND,
     crate::model::cert::KIND,
+    crate::model::feature::FEATURE,
+    crate::model::feature::APP,
 ];
 
 /// ssh's own failure (it could not connect): the command never ran.
@@ -66,6 +69,8 @@ pub struct HostSettings {
     /// Which container each `file.<name>` lives in, from the manifests.
     pub files: Vec<(&'static str, u32)>,
     pub acme: cert::AcmeSettings,
+    /// How long a provisioning script may run (`PHOENIX_FEATURE_TIMEOUT`).
+    pub feature_timeout: Duration,
 }
 
 /// The default reload: dnsmasq reads `host-record` lines only when it starts.
@@ -86,6 +91,7 @@ impl Default for HostSettings {
             timeout: Duration::from_secs(120),
             files: Vec::new(),
             acme: cert::AcmeSettings::default(),
+            feature_timeout: Duration::from_secs(30 * 60),
         }
     }
 }
@@ -124,6 +130,11 @@ impl HostSettings {
         if let Some(t) = env("PHOENIX_HOST_TIMEOUT") {
             s.timeout = humantime::parse_duration(&t)
                 .map_err(|e| ProviderError::Config(format!("PHOENIX_HOST_TIMEOUT `{t}`: {e}")))?;
+        }
+        if let Some(t) = env("PHOENIX_FEATURE_TIMEOUT") {
+            s.feature_timeout = humantime::parse_duration(&t).map_err(|e| {
+                ProviderError::Config(format!("PHOENIX_FEATURE_TIMEOUT `{t}`: {e}"))
+            })?;
         }
         s.acme.directory = env("PHOENIX_ACME_DIRECTORY");
         s.acme.ca_file = env("PHOENIX_ACME_CA_FILE").map(std::path::PathBuf::from);
@@ -381,9 +392,14 @@ pub fn providers(
         host.clone(),
         settings.dnsmasq_reload.clone(),
     ))];
-    let needs_pve = [crate::model::file::KIND, crate::model::lxc_conf::KIND]
-        .iter()
-        .any(|k| kinds.contains(*k));
+    let needs_pve = [
+        crate::model::file::KIND,
+        crate::model::lxc_conf::KIND,
+        crate::model::feature::FEATURE,
+        crate::model::feature::APP,
+    ]
+    .iter()
+    .any(|k| kinds.contains(*k));
     if needs_pve {
         let pve: Arc<Pve> = super::proxmox::connect(pve)?;
         out.push(Arc::new(file::FileProvider::new(
@@ -392,7 +408,23 @@ pub fn providers(
             settings.pct.clone(),
             settings.files.clone(),
         )));
-        out.push(Arc::new(lxc_conf::LxcConfProvider::new(host.clone(), pve)));
+        out.push(Arc::new(lxc_conf::LxcConfProvider::new(
+            host.clone(),
+            pve.clone(),
+        )));
+        // Scripts run longer than file edits: a host of their own, with their timeout.
+        let slow = Arc::new(Host::new(&HostSettings {
+            timeout: settings.feature_timeout,
+            ..settings.clone()
+        })?);
+        for kind in [crate::model::feature::FEATURE, crate::model::feature::APP] {
+            out.push(Arc::new(feature::FeatureProvider::new(
+                kind,
+                slow.clone(),
+                pve.clone(),
+                settings.pct.clone(),
+            )));
+        }
     }
     if kinds.contains(crate::model::cert::KIND) {
         out.push(Arc::new(cert::CertProvider::new(
