@@ -15,7 +15,7 @@ use crate::model::{Address, LiveObject, schema_of};
 use crate::plan::{Action, Change, Plan};
 use crate::providers::{self};
 use crate::shell::Shell;
-use crate::state::local::Saver;
+use crate::state::Saver;
 use crate::state::{LockMode, State};
 
 #[derive(Debug, Clone, Default)]
@@ -275,7 +275,7 @@ pub async fn apply(
     state.pending.retain(|p| acted.contains(&p.address));
 
     let store = Arc::new(LocalStore {
-        saver: Mutex::new(Saver::new(ctx.backend(), &loaded.state)),
+        saver: Mutex::new(Saver::new(ctx.backend().clone(), &loaded.state)),
     });
     store.persist(&mut state).map_err(|e| {
         Error::msg(
