@@ -109,7 +109,7 @@ macro_rules! contract {
 }
 
 /// Spawn `phoenix apply` and wait until it prompts: it then holds the lock.
-fn holder_at_prompt(s: &Subject) -> (std::process::Child, String) {
+fn holder_at_prompt(s: &Subject) -> (std::process::Child, std::thread::JoinHandle<String>) {
     let mut child = s
         .std_cmd(&["apply"])
         .stdin(Stdio::piped())
@@ -131,11 +131,12 @@ fn holder_at_prompt(s: &Subject) -> (std::process::Child, String) {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
     // Keep draining its stderr so it never blocks on a full pipe.
-    std::thread::spawn(move || {
-        let mut sink = Vec::new();
-        let _ = err.read_to_end(&mut sink);
+    let rest = std::thread::spawn(move || {
+        let mut rest = String::new();
+        let _ = err.read_to_string(&mut rest);
+        rest
     });
-    (child, seen)
+    (child, rest)
 }
 
 fn cas_two_writers_that_read_the_same_serial(kind: Kind, ws: &str) {
@@ -337,7 +338,7 @@ contract!(racing_applies_one_writer_at_a_time);
 #[test]
 fn force_unlock_ends_a_stuck_pg_session_and_the_old_holder_cannot_write() {
     let s = Subject::new(Kind::Pg, "force-unlock", &[(521, lxc("stuck-521", 221))]);
-    let (mut holder, _) = holder_at_prompt(&s);
+    let (mut holder, holder_err) = holder_at_prompt(&s);
     let out = s.cmd(&["apply", "--auto-approve"]).output().unwrap();
     let e = stderr(&out);
     let id = e
@@ -363,6 +364,11 @@ fn force_unlock_ends_a_stuck_pg_session_and_the_old_holder_cannot_write() {
     holder.stdin.take().unwrap().write_all(b"yes\n").unwrap();
     let status = holder.wait().unwrap();
     assert!(!status.success());
+    let said = holder_err.join().unwrap();
+    assert!(
+        said.contains("failed to save the state") && said.contains("session was lost"),
+        "{said}"
+    );
     assert_eq!(Pve::new().count(521), 1);
     assert_eq!(s.pull()["serial"], serial);
     // Without a holder row there is nothing to unlock.
@@ -679,5 +685,33 @@ fn clear_errors_for_missing_url_unreachable_server_and_wrong_password() {
         stderr(&out).contains("needs the pg backend"),
         "{}",
         stderr(&out)
+    );
+}
+
+#[test]
+fn help_and_man_page_name_the_backend_options() {
+    let site = Site::new(&[]);
+    let help = stdout(&site.cmd(&["--help"]).output().unwrap());
+    for want in [
+        "--backend",
+        "--workspace",
+        "PHOENIX_BACKEND",
+        "PHOENIX_WORKSPACE",
+        "PHOENIX_PG_URL",
+    ] {
+        assert!(help.contains(want), "--help lacks {want}: {help}");
+    }
+    let state = stdout(&site.cmd(&["state", "--help"]).output().unwrap());
+    for verb in ["pull", "push", "migrate"] {
+        assert!(
+            state.contains(&format!("  {verb} ")),
+            "state --help lacks {verb}: {state}"
+        );
+    }
+    let man = stdout(&site.cmd(&["man"]).output().unwrap());
+    // clap_mangen leaves out `[env: ...]`; the option texts name the URL variable themselves.
+    assert!(
+        man.contains("backend") && man.contains("workspace") && man.contains("PHOENIX_PG_URL"),
+        "{man}"
     );
 }
