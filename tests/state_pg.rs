@@ -333,6 +333,63 @@ fn racing_applies_one_writer_at_a_time(kind: Kind, ws: &str) {
 }
 contract!(racing_applies_one_writer_at_a_time);
 
+fn apply_killed_mid_way_leaves_a_whole_state(kind: Kind, ws: &str) {
+    let ids: Vec<u32> = if kind == Kind::Local {
+        (551..557).collect()
+    } else {
+        (561..567).collect()
+    };
+    let lxcs: Vec<(u32, Value)> = ids
+        .iter()
+        .map(|&i| (i, lxc(&format!("atom-{i}"), i - 400)))
+        .collect();
+    let s = Subject::new(kind, ws, &lxcs);
+    let mut child = s
+        .std_cmd(&["apply", "--auto-approve", "--parallelism", "2"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = std::io::BufReader::new(child.stderr.take().unwrap());
+    let mut log = String::new();
+    let mut line = String::new();
+    while !log.contains("Committed") {
+        line.clear();
+        let n = std::io::BufRead::read_line(&mut err, &mut line).unwrap();
+        assert!(n > 0, "the apply ended before a commit: {log}");
+        log.push_str(&line);
+    }
+    child.kill().unwrap(); // SIGKILL, between or during state writes.
+    let _ = child.wait();
+    // The stored document is whole, and knows every guest that exists.
+    let state = s.pull();
+    let pve = Pve::new();
+    for &i in &ids {
+        if pve.count(i) == 1 {
+            let addr = format!("lxc.{i}");
+            let journaled = state["pending"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["address"] == serde_json::json!(addr));
+            assert!(
+                state["resources"].get(&addr).is_some() || journaled,
+                "{addr} exists but the state does not know it: {state}"
+            );
+        }
+    }
+    let out = s
+        .cmd(&["apply", "--auto-approve", "--lock-timeout", "20s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    for &i in &ids {
+        assert_eq!(pve.count(i), 1, "lxc.{i} exists exactly once");
+    }
+    s.cmd(&["plan", "--detailed-exitcode"]).assert().code(0);
+}
+contract!(apply_killed_mid_way_leaves_a_whole_state);
+
 /// A stuck pg holder (its client alive but gone silent) is cleared by force-unlock,
 /// which ends its session; the old holder then cannot write anything.
 #[test]
