@@ -51,11 +51,15 @@ fn free_port() -> u16 {
 }
 
 impl HostLab {
+    /// The host's /etc/pve is the world's (its container config files: lab/fakepve/pmxcfs.py):
+    /// one Proxmox, many hosts' other files.
     pub fn new() -> HostLab {
-        HostLab {
-            dns: None,
-            dir: tempfile::tempdir().unwrap(),
-        }
+        let dir = tempfile::tempdir().unwrap();
+        let pve = crate::support::fakepve::world().dir.join("host/etc/pve");
+        std::fs::create_dir_all(&pve).unwrap();
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::os::unix::fs::symlink(&pve, dir.path().join("etc/pve")).unwrap();
+        HostLab { dns: None, dir }
     }
 
     pub fn root(&self) -> &Path {

@@ -436,6 +436,11 @@ fn the_whole_seed_site_applies_then_plans_empty_and_restores_a_firewall_edit() {
     targets.sort();
     let lxcs = targets.iter().filter(|a| a.starts_with("lxc.")).count();
     assert_eq!(lxcs, 12, "{targets:?}");
+    let confs = targets
+        .iter()
+        .filter(|a| a.starts_with("lxc_conf."))
+        .count();
+    assert_eq!(confs, 12, "{targets:?}");
     for a in [
         "snapshot.900.final-form",
         "snapshot.901.final-form",
@@ -459,6 +464,27 @@ fn the_whole_seed_site_applies_then_plans_empty_and_restores_a_firewall_edit() {
     for id in [101, 102, 103, 801, 802, 900, 901, 910, 911, 912, 914, 917] {
         assert_eq!(pve.count(id), 1, "lxc.{id}");
     }
+    // What the API cannot set went into the config files on the host (lxc_conf.*).
+    let conf = |id: u32| {
+        let w = crate::support::fakepve::world();
+        std::fs::read_to_string(
+            w.dir
+                .join(format!("host/etc/pve/nodes/{}/lxc/{id}.conf", w.node)),
+        )
+        .unwrap()
+    };
+    let gw = conf(101);
+    for line in [
+        "lxc.mount.auto: sys:rw\n",
+        "lxc.idmap: g 33 33 1\n",
+        ",mp=/var/log/nginx\n",
+    ] {
+        assert!(gw.contains(line), "{line:?} not in 101.conf:\n{gw}");
+    }
+    assert!(
+        conf(901)
+            .contains("lxc.mount.entry: /dev/nvidia1 dev/nvidia1 none bind,optional,create=file\n")
+    );
     // 900 runs and is cloned all the same: from its snapshot.
     let st = pve.get(&format!("/nodes/{}/lxc/900/status/current", pve.node()));
     assert_eq!(st["status"], json!("running"));

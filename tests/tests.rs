@@ -29,6 +29,7 @@ mod host_apply;
 mod host_render;
 mod host_support;
 mod lifecycle;
+mod lxc_conf;
 mod progress;
 mod proxmox_storage;
 mod reliability_common;

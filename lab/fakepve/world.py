@@ -195,8 +195,10 @@ def put_file(pve, storage, content, filename):
 
 def build(args):
     """The FakePve of the world, not yet listening; returns (pve, token secret)."""
-    from vm_disks import WorldPve as FakePve  # fakepve's FakePve plus QEMU import-from and resize
+    from vm_disks import WorldPve  # fakepve's FakePve plus QEMU import-from and resize
+    from pmxcfs import mirrored
 
+    FakePve = mirrored(WorldPve) if args.pmxcfs != 'none' else WorldPve
     pve = FakePve(user=TOKEN_USER, password=secrets.token_urlsafe(18), host=args.host, port=args.port)
     pve.time_scale = args.time_scale
     if args.latency > 0:
@@ -215,10 +217,17 @@ def build(args):
     else:
         storages, files = DEFAULT_STORAGES, DEFAULT_FILES
     add_storages(pve, storages, files)
+    if args.pmxcfs != 'none':
+        pve.mirror_to(args.pmxcfs or os.path.join(os.path.abspath(args.state_dir), 'host', 'etc', 'pve'))
     return pve, secret
 
 
 # ------------------------------------------------------------- control channel
+
+def mirror_all(pve):
+    if getattr(pve, 'pmxcfs', None) is not None:
+        pve.pmxcfs.save_all()
+
 
 def control_app(pve):
     """Plain HTTP on loopback: let a test change the world (faults, network, scenarios) while it runs."""
@@ -289,6 +298,7 @@ def control_app(pve):
                 setattr(target, key, value)
             else:
                 raise ValueError('{0} is not an attribute of guest {1}'.format(key, b['vmid']))
+        mirror_all(pve)
         return answer()
 
     async def call(request):
@@ -301,6 +311,7 @@ def control_app(pve):
         result = method(*b.get('args', []), **b.get('kwargs', {}))
         if inspect.isawaitable(result):
             result = await result
+        mirror_all(pve)
         return answer(result)
 
     async def requests(request):
@@ -453,6 +464,9 @@ def main():
     parser.add_argument('--latency', type=float, default=0.0,
                         help='PVE seconds added to every response (default 0; sets time scale 1 if it is 0)')
     parser.add_argument('--node', default='pve1', help='the node name (default pve1)')
+    parser.add_argument('--pmxcfs', default='',
+                        help="where the container config files go, as /etc/pve on a host (default: "
+                             "STATE_DIR/host/etc/pve, the tests' PHOENIX_HOST_ROOT; 'none': no files)")
     parser.add_argument('--storages', help='JSON file of storages that replaces the defaults (see README)')
     parser.add_argument('--no-stdin-watch', action='store_true',
                         help='keep running at end of stdin (for a background process; stop it with SIGTERM)')

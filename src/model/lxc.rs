@@ -55,8 +55,13 @@ impl Kind for LxcKind {
         &SCHEMA
     }
 
-    fn observe(&self, desired: &DesiredResource, live: &crate::model::LiveObject) -> Vec<String> {
-        super::node_mismatch(desired, live)
+    fn observe(
+        &self,
+        desired: &DesiredResource,
+        live: Option<&crate::model::LiveObject>,
+    ) -> Vec<String> {
+        live.map(|l| super::node_mismatch(desired, l))
+            .unwrap_or_default()
     }
 
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {

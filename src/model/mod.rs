@@ -12,6 +12,7 @@ pub mod dns;
 pub mod file;
 pub mod firewall;
 pub mod lxc;
+pub mod lxc_conf;
 pub mod normalize;
 pub mod propstring;
 pub mod snapshot;
@@ -172,10 +173,10 @@ pub trait Kind: Send + Sync {
     fn verifies_existing(&self) -> bool {
         false
     }
-    /// Things worth telling about an object that exists, whether or not the
-    /// plan changes it (e.g. "runs on another node than the manifest says").
-    /// Pure. Default: nothing.
-    fn observe(&self, _desired: &DesiredResource, _live: &LiveObject) -> Vec<String> {
+    /// Things worth telling about an object (`live` is `None` when it does
+    /// not exist yet), whether or not the plan changes it (e.g. "runs on
+    /// another node than the manifest says"). Pure. Default: nothing.
+    fn observe(&self, _desired: &DesiredResource, _live: Option<&LiveObject>) -> Vec<String> {
         Vec::new()
     }
     /// A reason the plan cannot go on for this resource given what exists
@@ -226,6 +227,7 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &snapshot::SnapshotKind,
         &dns::DnsKind,
         &file::FileKind,
+        &lxc_conf::LxcConfKind,
     ]
 }
 
@@ -241,6 +243,7 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &snapshot::SnapshotKind,
         &dns::DnsKind,
         &file::FileKind,
+        &lxc_conf::LxcConfKind,
         &testkind::SecretKind,
     ]
 }

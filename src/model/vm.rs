@@ -96,8 +96,13 @@ impl Kind for VmKind {
         &SCHEMA
     }
 
-    fn observe(&self, desired: &DesiredResource, live: &crate::model::LiveObject) -> Vec<String> {
-        super::node_mismatch(desired, live)
+    fn observe(
+        &self,
+        desired: &DesiredResource,
+        live: Option<&crate::model::LiveObject>,
+    ) -> Vec<String> {
+        live.map(|l| super::node_mismatch(desired, l))
+            .unwrap_or_default()
     }
 
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {

@@ -117,7 +117,7 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
             continue;
         }
         let kind = crate::model::kind_of(addr.kind());
-        if let (Some(k), Some(d), Some(l)) = (kind, d, l) {
+        if let (Some(k), Some(d)) = (kind, d) {
             for note in k.observe(d, l) {
                 notes.push(super::PlanNote {
                     address: addr.clone(),

@@ -77,21 +77,7 @@ impl FileProvider {
     /// From the run's inventory, or (`fresh`) read again: a container created by
     /// this apply is not in the inventory the plan was made from.
     async fn presence(&self, ctid: u32, fresh: bool) -> Result<Presence, ProviderError> {
-        let fresh_list;
-        let list: &[Value] = if fresh {
-            fresh_list = self
-                .pve
-                .api
-                .get("/cluster/resources", &[("type".into(), "vm".into())])
-                .await?;
-            fresh_list.as_array().map(Vec::as_slice).unwrap_or_default()
-        } else {
-            self.pve.inventory().await?
-        };
-        let Some(g) = list
-            .iter()
-            .find(|g| g["vmid"].as_u64() == Some(u64::from(ctid)))
-        else {
+        let Some(g) = self.pve.guest_entry(ctid, fresh).await? else {
             return Ok(Presence::Missing);
         };
         if g["type"].as_str() != Some("lxc") {

@@ -23,6 +23,7 @@ pub mod dns;
 pub mod file;
 pub mod guest;
 pub mod install;
+pub mod lxc_conf;
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -36,7 +37,11 @@ use super::{BoxFuture, ProviderError, ResourceProvider};
 use crate::manifest::Site;
 
 /// The kinds this provider serves.
-pub const KINDS: &[&str] = &[crate::model::dns::KIND, crate::model::file::KIND];
+pub const KINDS: &[&str] = &[
+    crate::model::dns::KIND,
+    crate::model::file::KIND,
+    crate::model::lxc_conf::KIND,
+];
 
 /// ssh's own failure (it could not connect): the command never ran.
 const SSH_FAILED: i32 = 255;
@@ -356,14 +361,18 @@ pub fn providers(
         host.clone(),
         settings.dnsmasq_reload.clone(),
     ))];
-    if kinds.contains(crate::model::file::KIND) {
+    let needs_pve = [crate::model::file::KIND, crate::model::lxc_conf::KIND]
+        .iter()
+        .any(|k| kinds.contains(*k));
+    if needs_pve {
         let pve: Arc<Pve> = super::proxmox::connect(pve)?;
         out.push(Arc::new(file::FileProvider::new(
-            host,
-            pve,
+            host.clone(),
+            pve.clone(),
             settings.pct.clone(),
             settings.files.clone(),
         )));
+        out.push(Arc::new(lxc_conf::LxcConfProvider::new(host, pve)));
     }
     Ok(out)
 }

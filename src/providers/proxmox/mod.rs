@@ -266,6 +266,27 @@ impl Pve {
             .await;
         Ok(index.get(&u64::from(vmid)).map(|&i| &inventory[i]))
     }
+
+    /// Guest `vmid`'s entry: from the run's inventory, or (`fresh`) read now,
+    /// for an apply that may have created the guest since the plan was made.
+    pub async fn guest_entry(
+        &self,
+        vmid: u32,
+        fresh: bool,
+    ) -> Result<Option<Value>, ProviderError> {
+        if !fresh {
+            return Ok(self.inventory_guest(vmid).await?.cloned());
+        }
+        let list = self
+            .api
+            .get("/cluster/resources", &[("type".into(), "vm".into())])
+            .await?;
+        Ok(list.as_array().and_then(|l| {
+            l.iter()
+                .find(|g| g["vmid"].as_u64() == Some(u64::from(vmid)))
+                .cloned()
+        }))
+    }
 }
 
 /// One connection to the API, for this provider and the systems that reach
