@@ -738,11 +738,17 @@ fn clear_errors_for_missing_url_unreachable_server_and_wrong_password() {
         .cmd(&["state", "list", "--workspace", "prod"])
         .output()
         .unwrap();
+    assert_eq!(out.status.code(), Some(1));
     assert!(
         stderr(&out).contains("needs the pg backend"),
         "{}",
         stderr(&out)
     );
+    // Commands that never touch the state do not mind a workspace in the environment.
+    site.cmd(&["completions", "bash"])
+        .env("PHOENIX_WORKSPACE", "prod")
+        .assert()
+        .success();
 }
 
 #[test]

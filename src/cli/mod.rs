@@ -208,6 +208,9 @@ impl Cli {
             && !matches!(
                 self.command,
                 Command::State(state::StateCommand::Migrate { .. })
+                    | Command::Completions { .. }
+                    | Command::Man
+                    | Command::Schema { .. }
             )
         {
             return Err(crate::error::Error::msg(

@@ -10,7 +10,7 @@
 //! write end of that pipe until it exits, so however the test binary ends, the supervisor sees
 //! end of file, stops the server by its PID (from postmaster.pid) and removes the temp dir.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
@@ -337,29 +337,4 @@ impl Postgres {
             self.port
         )
     }
-
-    /// A psql session that stays open, for holding a lock from outside phoenix.
-    pub fn session(&self) -> (Child, ChildStdin) {
-        let mut c = Command::new(self.bin.join("psql"));
-        c.args(["-X", "-q", "-h"])
-            .arg(self.dir.join("sock"))
-            .args(["-p", &self.port.to_string(), "-U", USER, "-d", DATABASE])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = c.spawn().unwrap();
-        let stdin = child.stdin.take().unwrap();
-        (child, stdin)
-    }
-}
-
-/// Write a line to a psql session and wait for its answer line.
-pub fn ask(child: &mut Child, stdin: &mut ChildStdin, sql: &str) -> String {
-    writeln!(stdin, "{sql}").unwrap();
-    stdin.flush().unwrap();
-    let mut line = String::new();
-    let out = child.stdout.as_mut().unwrap();
-    let mut reader = BufReader::new(out);
-    reader.read_line(&mut line).unwrap();
-    line.trim().to_string()
 }
