@@ -68,7 +68,30 @@ impl Error {
                     Some("check the state file's directory and its permissions".into())
                 }
                 // Their messages carry their own `help:` line.
-                StateError::Locked(_) | StateError::Unlock(_) => None,
+                StateError::Locked(_) | StateError::Unlock(_) | StateError::PgConfig(_) => None,
+                StateError::Conflict { .. } => Some(
+                    "another phoenix wrote the state meanwhile (without holding the lock, or after                      this one lost it): nothing was overwritten; run `phoenix plan` again"
+                        .into(),
+                ),
+                StateError::Key(_) => Some(
+                    "the key file sits beside the state file; check its permissions".into(),
+                ),
+                StateError::PgConnect { .. } => Some(
+                    "check that the server is up and reachable from here, and the host, port and                      database in PHOENIX_PG_URL"
+                        .into(),
+                ),
+                StateError::PgAuth { .. } => Some(
+                    "check the user and password in PHOENIX_PG_URL (or PGPASSWORD) and the                      server's pg_hba.conf"
+                        .into(),
+                ),
+                StateError::Pg { .. } => Some(
+                    "check the database user's rights on the `phoenix` schema, then run phoenix                      again"
+                        .into(),
+                ),
+                StateError::PgNewerSchema { .. } => Some(
+                    "a newer phoenix has upgraded this database: use that version (or newer) here too"
+                        .into(),
+                ),
             },
             // Messages that already hold a `help:` line keep it; the others get one.
             Error::Provider(p) if p.to_string().contains("help:") => None,

@@ -4,7 +4,7 @@
 //!
 //! - [`manifest`]: read the seed-format JSON manifests and `stacks/`, validate, lint.
 //! - [`model`]: addresses, resource kinds and their normalized attributes (Desired).
-//! - [`state`]: what phoenix manages (Prior): format, local backend, lock, secrets.
+//! - [`state`]: what phoenix manages (Prior): format, local and PostgreSQL backends, lock, secrets.
 //! - [`providers`]: read the real systems (Live) and change them.
 //! - [`render`]: the files phoenix generates (dnsmasq records, Traefik, Nginx), from `templates/`.
 //! - [`plan`]: the pure diff of Desired, Prior and Live, and its renderers.
@@ -20,6 +20,7 @@
 //! | `<root>/state/phoenix.state.json` (+ `.backup`) | [`state::local`] |
 //! | `<state>.lock` | [`state::lock`] |
 //! | `<state>.key` | [`state::secrets`] |
+//! | PostgreSQL schema `phoenix` (`--backend pg`) | [`state::pg`] |
 //! | plan files (`plan --out`) | [`ops::planfile`] |
 
 pub mod apply;

@@ -13,8 +13,15 @@ pub struct ForceUnlockArgs {
 }
 
 pub fn run(ctx: &Context, a: ForceUnlockArgs) -> Result<Exit> {
-    let info = state_cmds::force_unlock(ctx, &a.lock_id)?;
+    let u = state_cmds::force_unlock(ctx, &a.lock_id)?;
+    if u.ended_session {
+        ctx.shell.warn(format!(
+            "the holder's database session was alive and has been ended; if that phoenix is \
+             still running, its next state write fails and nothing it did is lost (was: {})",
+            u.holder
+        ));
+    }
     ctx.shell
-        .status("Unlocked", format!("the state (was: {info})"));
+        .status("Unlocked", format!("the state (was: {})", u.holder));
     Ok(Exit::Success)
 }

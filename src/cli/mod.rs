@@ -42,9 +42,27 @@ pub struct Cli {
     /// The site root, holding `etc/` and `stacks/`.
     #[arg(long, global = true, env = "PHOENIX_ROOT", default_value = ".")]
     pub root: PathBuf,
-    /// The state file [default: <root>/state/phoenix.state.json].
+    /// The state file of the local backend [default: <root>/state/phoenix.state.json].
     #[arg(long, global = true, env = "PHOENIX_STATE")]
     pub state: Option<PathBuf>,
+    /// Where the state lives: `local` (the file above) or `pg` (PostgreSQL at PHOENIX_PG_URL,
+    /// shared by a team and its CI).
+    #[arg(
+        long,
+        global = true,
+        env = "PHOENIX_BACKEND",
+        value_enum,
+        default_value = "local"
+    )]
+    pub backend: BackendKind,
+    /// The state's workspace in the pg backend: one database holds several sites.
+    #[arg(
+        long,
+        global = true,
+        env = "PHOENIX_WORKSPACE",
+        default_value = "default"
+    )]
+    pub workspace: String,
     /// No colors (also when NO_COLOR is set or the output is not a terminal).
     #[arg(long, global = true)]
     pub no_color: bool,
@@ -132,6 +150,12 @@ pub struct ParallelArgs {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum BackendKind {
+    Local,
+    Pg,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Format {
     Text,
     Json,
@@ -162,16 +186,50 @@ impl Cli {
             .state
             .clone()
             .unwrap_or_else(|| crate::ops::default_state_path(&self.root));
-        Context {
-            root: self.root.clone(),
-            state_path,
-            shell: Shell::new(color, verbosity),
+        let shell = Shell::new(color, verbosity);
+        let mut ctx = Context::local(self.root.clone(), state_path, shell);
+        // Never a flag: a password on the command line shows in `ps`.
+        ctx.pg_url = std::env::var("PHOENIX_PG_URL").ok();
+        ctx.workspace = self.workspace.clone();
+        if self.backend == BackendKind::Pg {
+            ctx.backend = crate::state::Backend::Pg(crate::state::PgBackend::new(
+                ctx.pg_url.clone(),
+                self.workspace.clone(),
+            ));
         }
+        ctx
+    }
+
+    /// Workspaces are the pg backend's: a local state is chosen by `--state`.
+    fn check_workspace(&self) -> Result<()> {
+        crate::state::pg::check_workspace(&self.workspace)?;
+        if self.backend == BackendKind::Local
+            && self.workspace != crate::state::pg::DEFAULT_WORKSPACE
+            && !matches!(
+                self.command,
+                Command::State(state::StateCommand::Migrate { .. })
+                    | Command::Completions { .. }
+                    | Command::Man
+                    | Command::Schema { .. }
+            )
+        {
+            return Err(crate::error::Error::msg(
+                format!(
+                    "--workspace {} (or PHOENIX_WORKSPACE) needs the pg backend",
+                    self.workspace
+                ),
+                "add `--backend pg` (or PHOENIX_BACKEND=pg); a local state is chosen with `--state FILE`",
+            ));
+        }
+        Ok(())
     }
 
     /// Run the command. Errors are printed by `main`.
     pub fn run(self) -> (Context, Result<Exit>) {
         let ctx = self.context();
+        if let Err(e) = self.check_workspace() {
+            return (ctx, Err(e));
+        }
         let r = match self.command {
             Command::Validate => validate::run(&ctx),
             Command::Plan(a) => plan::run(&ctx, a),

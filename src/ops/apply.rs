@@ -15,7 +15,7 @@ use crate::model::{Address, LiveObject, schema_of};
 use crate::plan::{Action, Change, Plan};
 use crate::providers::{self};
 use crate::shell::Shell;
-use crate::state::local::Saver;
+use crate::state::Saver;
 use crate::state::{LockMode, State};
 
 #[derive(Debug, Clone, Default)]
@@ -275,12 +275,17 @@ pub async fn apply(
     state.pending.retain(|p| acted.contains(&p.address));
 
     let store = Arc::new(LocalStore {
-        saver: Mutex::new(Saver::new(ctx.backend(), &loaded.state)),
+        saver: Mutex::new(Saver::new(ctx.backend().clone(), &loaded.state)),
     });
     store.persist(&mut state).map_err(|e| {
         Error::msg(
             format!("failed to save the state: {e}"),
-            "check the state directory",
+            match ctx.backend() {
+                crate::state::Backend::Local(_) => "check the state directory",
+                crate::state::Backend::Pg(_) => {
+                    "check the database connection, then run `phoenix plan`"
+                }
+            },
         )
     })?;
 
@@ -329,7 +334,14 @@ pub async fn apply(
     if let Some(e) = result.persist_error {
         return Err(Error::msg(
             format!("the state could not be saved, so the apply stopped: {e}"),
-            "fix the problem with the state file's directory, then run `phoenix plan`: the journal lets it reconcile",
+            match ctx.backend() {
+                crate::state::Backend::Local(_) => {
+                    "fix the problem with the state file's directory, then run `phoenix plan`: the journal lets it reconcile"
+                }
+                crate::state::Backend::Pg(_) => {
+                    "check the database (and whether someone ran `phoenix force-unlock`), then run `phoenix plan`: the journal lets it reconcile"
+                }
+            },
         ));
     }
     if cancel.is_cancelled() {

@@ -25,43 +25,54 @@ use crate::providers::{self, Registry, Settings};
 use crate::shell::Shell;
 use crate::state::local::LoadedState;
 use crate::state::secrets::SecretKey;
-use crate::state::{LocalBackend, LockGuard, LockMode, PendingKind, State};
+use crate::state::{Backend, LocalBackend, LockMode, PendingKind, State, StateLock};
 
 /// What every operation gets: where the site and the state are, and the Shell.
 pub struct Context {
     pub root: PathBuf,
+    /// The local state file (the local backend's, and `state migrate`'s local end).
     pub state_path: PathBuf,
     pub shell: Shell,
+    /// The backend the command works on (`--backend`).
+    pub backend: Backend,
+    /// PHOENIX_PG_URL and the workspace, for `state migrate`'s pg end.
+    pub pg_url: Option<String>,
+    pub workspace: String,
 }
 
 impl Context {
-    pub fn backend(&self) -> LocalBackend {
-        LocalBackend::new(&self.state_path)
+    /// A context on the local backend at `state_path`.
+    pub fn local(root: PathBuf, state_path: PathBuf, shell: Shell) -> Self {
+        Context {
+            backend: Backend::Local(LocalBackend::new(&state_path)),
+            root,
+            state_path,
+            shell,
+            pg_url: None,
+            workspace: crate::state::pg::DEFAULT_WORKSPACE.to_string(),
+        }
+    }
+
+    pub fn backend(&self) -> &Backend {
+        &self.backend
     }
 
     pub fn secret_key(&self) -> Result<SecretKey> {
-        SecretKey::load_or_create(&self.backend().key_path()).map_err(|e| Error::Message {
-            message: e.to_string(),
-            help: Some("the key file sits beside the state file; check its permissions".into()),
-        })
+        Ok(self.backend.secret_key()?)
     }
 
     /// The key for a command that must not write: the existing one, or one for this process only.
     pub fn secret_key_read_only(&self) -> Result<SecretKey> {
-        let r = SecretKey::load(&self.backend().key_path()).and_then(|k| match k {
+        match self.backend.existing_secret_key()? {
             Some(k) => Ok(k),
-            None => SecretKey::ephemeral(),
-        });
-        r.map_err(|e| Error::Message {
-            message: e.to_string(),
-            help: Some("the key file sits beside the state file; check its permissions".into()),
-        })
+            None => Ok(SecretKey::ephemeral().map_err(crate::state::StateError::from)?),
+        }
     }
 
     /// A shared lock for a read-only command; none when no lock file exists
     /// (no phoenix has written this state yet), so nothing is created.
-    pub fn lock_read_only(&self, operation: &str, timeout: Duration) -> Result<Option<LockGuard>> {
-        if self.backend().lock_path().exists() {
+    pub fn lock_read_only(&self, operation: &str, timeout: Duration) -> Result<Option<StateLock>> {
+        if self.backend.lockable_read_only() {
             self.lock(LockMode::Shared, operation, timeout).map(Some)
         } else {
             Ok(None)
@@ -69,9 +80,8 @@ impl Context {
     }
 
     /// Take the state lock, announcing a wait (`Blocking`) only on contention.
-    pub fn lock(&self, mode: LockMode, operation: &str, timeout: Duration) -> Result<LockGuard> {
-        let backend = self.backend();
-        Ok(backend.lock(mode, operation, timeout, |holder| {
+    pub fn lock(&self, mode: LockMode, operation: &str, timeout: Duration) -> Result<StateLock> {
+        Ok(self.backend.lock(mode, operation, timeout, |holder| {
             let who = holder.map_or_else(|| "a reader".to_string(), ToString::to_string);
             self.shell.status(
                 "Blocking",
@@ -82,14 +92,17 @@ impl Context {
 
     /// Load the state (the lock is the caller's business), saying if the backup was used.
     pub fn load_state(&self) -> Result<LoadedState> {
-        let loaded = self.backend().load()?;
+        let loaded = self.backend.load()?;
         for w in &loaded.warnings {
             self.shell.warn(w);
         }
         if let Some(why) = &loaded.from_backup {
+            let backup = self
+                .backend
+                .backup_path()
+                .map_or_else(String::new, |p| p.display().to_string());
             self.shell.warn(format!(
-                "the state file was unreadable ({why}); loaded {} instead",
-                self.backend().backup_path().display()
+                "the state file was unreadable ({why}); loaded {backup} instead"
             ));
         }
         Ok(loaded)

@@ -11,6 +11,13 @@ use std::time::Duration;
 use super::lock::{self, LockGuard, LockInfo, LockMode};
 use super::{State, StateError, file};
 
+/// What the state file holds now, for the compare-and-swap of a write.
+enum OnDisk {
+    Absent,
+    Serial(u64),
+    Unknown,
+}
+
 #[derive(Debug, Clone)]
 pub struct LocalBackend {
     path: PathBuf,
@@ -78,7 +85,7 @@ impl LocalBackend {
         lock::acquire(&self.lock_path(), mode, operation, timeout, on_wait)
     }
 
-    fn read(path: &Path) -> Result<Option<State>, StateError> {
+    pub(crate) fn read(path: &Path) -> Result<Option<State>, StateError> {
         match fs::read_to_string(path) {
             Ok(text) => file::parse(path, &text).map(Some),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
@@ -128,7 +135,8 @@ impl LocalBackend {
     }
 
     /// Write `state` if its content differs from `previous`, raising the serial.
-    /// Returns whether anything was written.
+    /// Returns whether anything was written. Refused (a [`StateError::Conflict`])
+    /// when the file no longer holds `previous`'s serial.
     pub fn save(&self, state: &mut State, previous: &State) -> Result<bool, StateError> {
         if state.same_content(previous) && self.path.exists() {
             state.serial = previous.serial;
@@ -136,7 +144,8 @@ impl LocalBackend {
         }
         state.serial = previous.serial + 1;
         state.phoenix_version = env!("CARGO_PKG_VERSION").to_string();
-        self.write_atomic(&file::render(state))?;
+        let expected = (previous.serial > 0).then_some(previous.serial);
+        self.write_checked(expected, &file::render(state))?;
         tracing::debug!(
             serial = state.serial,
             at_us = super::lock::now_micros() as u64,
@@ -145,7 +154,48 @@ impl LocalBackend {
         Ok(true)
     }
 
-    fn write_atomic(&self, text: &str) -> Result<(), StateError> {
+    /// The serial of the file as it is now, read from its head only: the
+    /// rendering puts the top-level `serial` line in the first few lines.
+    fn serial_on_disk(&self) -> OnDisk {
+        use std::io::Read;
+        let mut head = vec![0u8; 4096];
+        let n = match File::open(&self.path).and_then(|mut f| f.read(&mut head)) {
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return OnDisk::Absent,
+            Err(_) => return OnDisk::Unknown,
+        };
+        let text = String::from_utf8_lossy(&head[..n]);
+        let serial = text.find("\n  \"serial\": ").and_then(|at| {
+            let rest = &text[at + 13..];
+            let end = rest.find(|c: char| !c.is_ascii_digit())?;
+            rest[..end].parse().ok()
+        });
+        serial.map_or(OnDisk::Unknown, OnDisk::Serial)
+    }
+
+    /// Write `text` if the file still holds serial `expected` (no file for `None`).
+    /// The lock already keeps writers apart; this is the check that holds when
+    /// two writers read the same serial anyway (both without the lock). A file
+    /// whose serial cannot be read (corrupt, being recovered from its backup)
+    /// is overwritten as before.
+    pub fn write_checked(&self, expected: Option<u64>, text: &str) -> Result<(), StateError> {
+        let found = match (expected, self.serial_on_disk()) {
+            (_, OnDisk::Unknown) | (None, OnDisk::Absent) => None,
+            (Some(e), OnDisk::Serial(f)) if e == f => None,
+            (_, OnDisk::Serial(f)) => Some(format!("serial {f}")),
+            (Some(_), OnDisk::Absent) => Some("no state file at all".to_string()),
+        };
+        if let Some(found) = found {
+            return Err(StateError::Conflict {
+                location: self.path.display().to_string(),
+                expected: expected.map_or_else(|| "none (a new state)".into(), |e| e.to_string()),
+                found,
+            });
+        }
+        self.write_atomic(text)
+    }
+
+    pub(crate) fn write_atomic(&self, text: &str) -> Result<(), StateError> {
         let werr = |source| StateError::Write {
             path: self.path.clone(),
             source,
@@ -193,77 +243,7 @@ impl LocalBackend {
     }
 }
 
-/// Successive saves of one state by one writer (an apply commits after every
-/// resource): each is compared with the document written before it, not with
-/// a copy of the state, so a save renders the state once and never clones it.
-/// What it writes, and when the serial rises, is exactly what [`LocalBackend::save`] does.
-#[derive(Debug)]
-pub struct Saver {
-    backend: LocalBackend,
-    /// The serial of the last version written (or loaded).
-    serial: u64,
-    /// That version as written; `None` when the file does not exist yet (the first save always writes).
-    text: Option<String>,
-}
-
-impl Saver {
-    /// A saver for `backend` whose file now holds `loaded`.
-    pub fn new(backend: LocalBackend, loaded: &State) -> Saver {
-        let text = backend.path.exists().then(|| {
-            let mut s = loaded.clone();
-            s.phoenix_version = env!("CARGO_PKG_VERSION").to_string();
-            file::render(&s)
-        });
-        Saver {
-            backend,
-            serial: loaded.serial,
-            text,
-        }
-    }
-
-    /// Give `state` the serial of its next version and render it; `None` (and
-    /// the serial left as it was) when its content is the one last written.
-    /// No I/O: a caller may hold a lock on the state meanwhile.
-    pub fn prepare(&self, state: &mut State) -> Option<String> {
-        state.serial = self.serial + 1;
-        state.phoenix_version = env!("CARGO_PKG_VERSION").to_string();
-        let text = file::render(state);
-        if self
-            .text
-            .as_deref()
-            .is_some_and(|last| same_but_serial(last, &text))
-        {
-            state.serial = self.serial;
-            return None;
-        }
-        Some(text)
-    }
-
-    /// Write a document from [`Saver::prepare`] (with its serial) atomically.
-    pub fn write(&mut self, serial: u64, text: String) -> Result<(), StateError> {
-        self.backend.write_atomic(&text)?;
-        tracing::debug!(
-            serial,
-            at_us = super::lock::now_micros() as u64,
-            "state written"
-        );
-        self.serial = serial;
-        self.text = Some(text);
-        Ok(())
-    }
-}
-
-/// Two rendered states equal but for their serial. Pretty JSON puts the
-/// top-level keys, and only them, two spaces in (a newline inside a string is
-/// escaped), so the first `\n  "serial": ` line is the document's serial.
-fn same_but_serial(a: &str, b: &str) -> bool {
-    fn split(t: &str) -> Option<(&str, &str)> {
-        let start = t.find("\n  \"serial\": ")?;
-        let end = start + 1 + t[start + 1..].find('\n')?;
-        Some((&t[..start], &t[end..]))
-    }
-    matches!((split(a), split(b)), (Some(x), Some(y)) if x == y)
-}
+pub use super::backend::Saver;
 
 #[cfg(test)]
 mod tests {

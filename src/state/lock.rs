@@ -36,7 +36,8 @@ pub struct LockInfo {
 }
 
 impl LockInfo {
-    fn new(operation: &str, path: &Path) -> Self {
+    /// Who is taking the lock now, for an operation on the state at `location`.
+    pub(crate) fn new(operation: &str, location: &str) -> Self {
         let user = std::env::var("USER")
             .or_else(|_| std::env::var("LOGNAME"))
             .unwrap_or_else(|_| "unknown".into());
@@ -49,7 +50,7 @@ impl LockInfo {
             host,
             version: env!("CARGO_PKG_VERSION").to_string(),
             created: super::now_rfc3339(),
-            path: path.display().to_string(),
+            path: location.to_string(),
         }
     }
 }
@@ -64,7 +65,7 @@ impl std::fmt::Display for LockInfo {
     }
 }
 
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_string())
         .ok()
@@ -76,14 +77,17 @@ fn hostname() -> String {
 /// The lock is held by someone else.
 #[derive(Debug)]
 pub struct LockedError {
-    pub path: PathBuf,
+    /// The lock file, or the pg workspace.
+    pub location: String,
     pub holder: Option<LockInfo>,
     pub waited: Option<Duration>,
+    /// What frees the lock of a holder that died ("the OS", "PostgreSQL").
+    pub released_by: &'static str,
 }
 
 impl std::fmt::Display for LockedError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "the state is locked ({})", self.path.display())?;
+        write!(f, "the state is locked ({})", self.location)?;
         if let Some(w) = self.waited {
             write!(
                 f,
@@ -98,7 +102,8 @@ impl std::fmt::Display for LockedError {
         write!(
             f,
             "\nhelp: wait for it to finish, or retry with `--lock-timeout 5m` to wait; \
-             if the holder is gone, the lock is released by the OS on its own"
+             if the holder is gone, the lock is released by {} on its own",
+            self.released_by
         )
     }
 }
@@ -204,9 +209,10 @@ pub fn acquire(
         };
         if start.elapsed() >= limit {
             return Err(StateError::Locked(Box::new(LockedError {
-                path: path.to_path_buf(),
+                location: path.display().to_string(),
                 holder,
                 waited: (!timeout.is_zero()).then(|| start.elapsed()),
+                released_by: "the OS",
             })));
         }
         if !announced && !timeout.is_zero() {
@@ -222,7 +228,7 @@ pub fn acquire(
         path: path.to_path_buf(),
     };
     if mode == LockMode::Exclusive {
-        let info = LockInfo::new(operation, path);
+        let info = LockInfo::new(operation, &path.display().to_string());
         let text = serde_json::to_string_pretty(&info).unwrap_or_default();
         let f = &mut guard.file;
         f.set_len(0)

@@ -5,11 +5,16 @@
 //! - [`file`]: the versioned on-disk format (read the version first, refuse newer ones).
 //! - [`local`]: the local backend: atomic writes with a `.backup`, mode 0600.
 //! - [`lock`]: the OS file lock held for the whole command, with who holds it.
+//! - [`pg`]: the PostgreSQL backend: a row per workspace, written with a
+//!   compare-and-swap on the serial, and a session-held advisory lock.
+//! - [`backend`]: the one interface the commands use, over both backends.
 //! - [`secrets`]: the keyed fingerprint that stands in for secret values.
 
+pub mod backend;
 pub mod file;
 pub mod local;
 pub mod lock;
+pub mod pg;
 pub mod secrets;
 
 use std::collections::BTreeMap;
@@ -19,9 +24,11 @@ use serde_json::Value;
 
 use crate::model::{Address, Attrs};
 
+pub use backend::{Backend, Saver, StateLock};
 pub use file::FORMAT_VERSION;
 pub use local::LocalBackend;
 pub use lock::{LockGuard, LockInfo, LockMode};
+pub use pg::PgBackend;
 
 /// One managed object as last applied (the normalized read-back after apply).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -156,4 +163,39 @@ pub enum StateError {
     },
     #[error("{0}")]
     Unlock(String),
+    /// Compare-and-swap refused a write: someone saved since this command read the state.
+    #[error(
+        "the state at {location} changed under this command: it read serial {expected}, \
+         the store now holds {found}; nothing was written"
+    )]
+    Conflict {
+        location: String,
+        expected: String,
+        found: String,
+    },
+    #[error(transparent)]
+    Key(#[from] secrets::SecretKeyError),
+    /// The pg backend is chosen but not configured, or configured wrongly.
+    #[error("{0}")]
+    PgConfig(String),
+    #[error("cannot connect to the PostgreSQL state backend at {location}: {message}")]
+    PgConnect { location: String, message: String },
+    #[error("PostgreSQL at {location} refused the login: {message}")]
+    PgAuth { location: String, message: String },
+    #[error("failed to {action} in the PostgreSQL state backend at {location}: {message}")]
+    Pg {
+        action: &'static str,
+        location: String,
+        message: String,
+    },
+    #[error(
+        "the PostgreSQL state schema at {location} is at version {found}, but this phoenix \
+         ({ours}) knows version {supported}"
+    )]
+    PgNewerSchema {
+        location: String,
+        found: i64,
+        supported: i64,
+        ours: &'static str,
+    },
 }

@@ -42,6 +42,41 @@ impl SecretKey {
         SecretKey { key }
     }
 
+    /// The key as stored (64 hex characters); for the backends only, never for output.
+    pub(crate) fn to_hex(&self) -> String {
+        hex::encode(self.key)
+    }
+
+    pub(crate) fn from_hex(text: &str) -> Option<Self> {
+        let mut key = [0u8; 32];
+        hex::decode_to_slice(text.trim(), &mut key).ok()?;
+        Some(SecretKey { key })
+    }
+
+    /// Write this key to `path` (mode 0600), replacing any key there: a migrated
+    /// state arrives with the key its fingerprints were made with.
+    pub fn store(&self, path: &Path) -> Result<(), SecretKeyError> {
+        let err = |source| SecretKeyError {
+            action: "write",
+            path: path.to_path_buf(),
+            source,
+        };
+        let dir = match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        fs::create_dir_all(&dir).map_err(err)?;
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".phoenix-key-")
+            .tempfile_in(&dir)
+            .map_err(err)?;
+        tmp.write_all(self.to_hex().as_bytes())
+            .and_then(|_| tmp.as_file().sync_all())
+            .map_err(err)?;
+        tmp.persist(path).map_err(|e| err(e.error))?;
+        Ok(())
+    }
+
     /// Read the key if it exists; never creates anything (for read-only commands).
     pub fn load(path: &Path) -> Result<Option<Self>, SecretKeyError> {
         if path.exists() {

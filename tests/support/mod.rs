@@ -5,3 +5,4 @@
 
 pub mod fakepve;
 pub mod pebble;
+pub mod postgres;
