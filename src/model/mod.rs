@@ -16,6 +16,7 @@ pub mod normalize;
 pub mod propstring;
 pub mod snapshot;
 pub mod storage;
+pub mod swarm;
 pub mod template;
 pub mod vm;
 
@@ -226,6 +227,7 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &snapshot::SnapshotKind,
         &dns::DnsKind,
         &file::FileKind,
+        &swarm::SwarmKind,
     ]
 }
 
@@ -241,6 +243,7 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &snapshot::SnapshotKind,
         &dns::DnsKind,
         &file::FileKind,
+        &swarm::SwarmKind,
         &testkind::SecretKind,
     ]
 }
