@@ -19,6 +19,7 @@ pub mod normalize;
 pub mod propstring;
 pub mod snapshot;
 pub mod storage;
+pub mod swarm;
 pub mod template;
 pub mod vm;
 
@@ -233,6 +234,7 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &cert::CertKind,
         &feature::FeatureKind,
         &feature::AppKind,
+        &swarm::SwarmKind,
     ]
 }
 
@@ -250,6 +252,9 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &file::FileKind,
         &lxc_conf::LxcConfKind,
         &cert::CertKind,
+        &feature::FeatureKind,
+        &feature::AppKind,
+        &swarm::SwarmKind,
         &testkind::SecretKind,
     ]
 }

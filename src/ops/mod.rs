@@ -224,6 +224,7 @@ pub fn settings(site: Option<&Site>) -> Result<Settings> {
     Ok(Settings {
         proxmox: providers::proxmox::PveSettings::resolve(site)?,
         host: providers::host::HostSettings::resolve(site)?,
+        docker: providers::docker::DockerSettings::resolve(site)?,
     })
 }
 

@@ -4,6 +4,7 @@
 //! One [`ResourceProvider`] per kind, in `providers/<system>/<kind>.rs`. The
 //! executor calls them through this trait only, so it knows no kind's details.
 
+pub mod docker;
 pub mod host;
 pub mod proxmox;
 
@@ -188,6 +189,11 @@ pub fn registry(
             reg.insert(p);
         }
     }
+    if kinds.iter().any(|k| docker::KINDS.contains(&k.as_str())) {
+        for p in docker::providers(&settings.docker)? {
+            reg.insert(p);
+        }
+    }
     Ok(reg)
 }
 
@@ -196,4 +202,5 @@ pub fn registry(
 pub struct Settings {
     pub proxmox: proxmox::PveSettings,
     pub host: host::HostSettings,
+    pub docker: docker::DockerSettings,
 }

@@ -1,0 +1,74 @@
+//! `phoenix-lab serve [--listen 127.0.0.1:PORT] [--world FILE]`: serve the
+//! twin of a site until stopped, printing the URLs first.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+
+use phoenix_lab::{Lab, WorldConfig};
+
+#[derive(Parser)]
+#[command(
+    name = "phoenix-lab",
+    version,
+    about = "A local twin of a phoenix site: Portainer and Docker Engine APIs of simulated Swarm nodes"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the lab on loopback and print its URLs, one per line (`portainer URL`, `docker HOSTNAME URL`).
+    Serve {
+        /// Portainer's address; the nodes take the following ports (port 0: any free ports).
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+        /// The world: nodes and faults (JSON; see lab/README.md). Default: the seed's two VMs.
+        #[arg(long)]
+        world: Option<PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PHOENIX_LAB_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let Command::Serve { listen, world } = Cli::parse().command;
+    if !listen.ip().is_loopback() {
+        bail!("phoenix-lab serves on loopback only; {listen} is not a loopback address");
+    }
+    let cfg: WorldConfig = match &world {
+        Some(p) => {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            serde_json::from_str(&text)
+                .with_context(|| format!("parsing the world {}", p.display()))?
+        }
+        None => serde_json::from_str("{}")?,
+    };
+    let lab = Lab::start(cfg, listen).await?;
+    println!("portainer {}", lab.portainer_url());
+    for (host, url) in lab.docker_urls() {
+        println!("docker {host} {url}");
+    }
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    // Stopped by ctrl-c or by its PID (SIGTERM), as the demo and the tests do.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r.context("waiting for ctrl-c")?,
+        _ = term.recv() => {}
+    }
+    lab.shutdown().await;
+    Ok(())
+}

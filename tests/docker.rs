@@ -1,0 +1,358 @@
+//! The swarm provider against phoenix-lab and against a real dockerd (Debian
+//! `docker.io`, started once for this binary as root, data under a temp dir).
+//! The same scenario runs on both and the transcripts must agree: the lab is
+//! kept honest by the real engine.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use phoenix::model::swarm::{Object, secret_version};
+use phoenix::model::{Address, DesiredResource, Kind, LiveObject};
+use phoenix::plan::{Action, Change, Precondition};
+use phoenix::providers::docker::swarm::SwarmProvider;
+use phoenix::providers::docker::{DockerSettings, Engines};
+use phoenix::providers::{OpContext, ResourceProvider};
+use serde_json::{Map, Value, json};
+
+struct Quiet;
+impl OpContext for Quiet {
+    fn task_started(&self, _: &Address, _: &str) {}
+    fn progress(&self, _: &str, _: &str) {}
+}
+
+fn attrs(v: Value) -> Map<String, Value> {
+    v.as_object().cloned().unwrap_or_default()
+}
+
+fn desired(o: Object, a: Value) -> DesiredResource {
+    DesiredResource {
+        address: o.address(),
+        attrs: attrs(a),
+        create: Map::new(),
+        depends_on: vec![],
+    }
+}
+
+/// The lab, running on a thread of its own for the whole binary.
+fn lab() -> &'static (String, Vec<(String, String)>) {
+    static LAB: OnceLock<(String, Vec<(String, String)>)> = OnceLock::new();
+    LAB.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().expect("runtime");
+            rt.block_on(async move {
+                let cfg: phoenix_lab::WorldConfig = serde_json::from_str("{}").expect("world");
+                let lab = phoenix_lab::Lab::start(cfg, "127.0.0.1:0".parse().expect("addr"))
+                    .await
+                    .expect("lab starts");
+                tx.send((lab.portainer_url(), lab.docker_urls()))
+                    .expect("send");
+                std::future::pending::<()>().await;
+            });
+        });
+        rx.recv().expect("the lab started")
+    })
+}
+
+/// A real dockerd for the whole binary, or why there is none.
+fn dockerd() -> &'static Result<String, String> {
+    static D: OnceLock<Result<String, String>> = OnceLock::new();
+    D.get_or_init(start_dockerd)
+}
+
+fn start_dockerd() -> Result<String, String> {
+    if Command::new("dockerd").arg("--version").output().is_err() {
+        return Err("dockerd is not installed (scripts/setup installs docker.io)".into());
+    }
+    if !nix_is_root() {
+        return Err("dockerd needs root".into());
+    }
+    let dir = tempfile::Builder::new()
+        .prefix("phoenix-dockerd.")
+        .tempdir_in("/tmp")
+        .map_err(|e| e.to_string())?
+        .keep();
+    let sock = dir.join("docker.sock");
+    // The launcher stops dockerd when this process ends (its stdin reaches EOF), then removes the dir.
+    let script = format!(
+        "dockerd --storage-driver=vfs --data-root {d}/data --exec-root {d}/exec --pidfile {d}/docker.pid \
+         -H unix://{s} --iptables=false --ip6tables=false --bridge=none >{d}/log 2>&1 & pid=$!; \
+         cat >/dev/null; kill $pid; wait $pid; rm -rf {d}",
+        d = dir.display(),
+        s = sock.display()
+    );
+    let child = Command::new("sh")
+        .args(["-c", &script])
+        .stdin(Stdio::piped())
+        .spawn()
+        .map_err(|e| e.to_string())?;
+    // Kept open for the life of the process: dropping it would stop dockerd.
+    std::mem::forget(child.stdin);
+    let url = format!("unix://{}", sock.display());
+    let t = Instant::now();
+    while t.elapsed() < Duration::from_secs(60) {
+        if sock.exists()
+            && Command::new("docker")
+                .args(["-H", &url, "info"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+        {
+            return Ok(url);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+    Err(format!("dockerd did not come up in 60 s:\n{log}"))
+}
+
+fn nix_is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+fn provider(manager_url: &str, extra: &[(&str, &str)], root: &Path) -> SwarmProvider {
+    let mut hosts = BTreeMap::from([("mgr".to_string(), manager_url.to_string())]);
+    for (n, u) in extra {
+        hosts.insert(n.to_string(), u.to_string());
+    }
+    let settings = DockerSettings {
+        hosts,
+        cert_path: None,
+        manager: Some("mgr".into()),
+        root: root.to_path_buf(),
+    };
+    SwarmProvider::new(Arc::new(Engines::new(&settings)), root.to_path_buf())
+}
+
+/// An in-place update as the plan would hand it (the provider reads only `desired`).
+fn update_change(d: &DesiredResource, live: &LiveObject) -> Change {
+    Change {
+        address: d.address.clone(),
+        action: Action::Update,
+        before: Some(live.attrs.clone()),
+        after: Some(d.attrs.clone()),
+        changed_paths: vec![],
+        replace_paths: vec![],
+        reason: None,
+        drift: false,
+        depends_on: vec![],
+        precondition: Precondition {
+            fingerprint: Some(live.fingerprint()),
+        },
+        notes: vec![],
+        desired_fingerprint: None,
+    }
+}
+
+fn write_secret(root: &Path, name: &str, value: &str) {
+    let d = root.join("secrets");
+    std::fs::create_dir_all(&d).unwrap();
+    let mut f = std::fs::File::create(d.join(name)).unwrap();
+    f.write_all(value.as_bytes()).unwrap();
+}
+
+async fn refresh(p: &SwarmProvider, addrs: &[Address]) -> BTreeMap<Address, LiveObject> {
+    p.refresh(addrs).await.unwrap()
+}
+
+/// Create the swarm, a network and a secret, rotate the secret under a
+/// service, remove them: what phoenix sees at each step, ids left out.
+async fn scenario(manager_url: &str) -> Vec<String> {
+    let root = tempfile::tempdir().unwrap();
+    let p = provider(manager_url, &[], root.path());
+    let cluster = desired(Object::Cluster, json!({"advertise_addr": "127.0.0.1"}));
+    let net = desired(
+        Object::Network("traefik-public".into()),
+        json!({"driver": "overlay", "attachable": true}),
+    );
+    write_secret(root.path(), "db_password", "first value");
+    let v1 = secret_version("db_password", b"first value");
+    let sec1 = desired(Object::Secret("db_password".into()), json!({"version": v1}));
+    let addrs = vec![
+        cluster.address.clone(),
+        net.address.clone(),
+        sec1.address.clone(),
+    ];
+    let mut log = Vec::new();
+    let snap = |log: &mut Vec<String>, label: &str, m: &BTreeMap<Address, LiveObject>| {
+        let view: BTreeMap<String, Value> = m
+            .iter()
+            .map(|(a, l)| (a.to_string(), Value::Object(l.attrs.clone())))
+            .collect();
+        log.push(format!("{label}: {}", json!(view)));
+    };
+    snap(&mut log, "before", &refresh(&p, &addrs).await);
+    p.create(&cluster, &Quiet).await.unwrap();
+    p.create(&net, &Quiet).await.unwrap();
+    let live = p.create(&sec1, &Quiet).await.unwrap();
+    snap(&mut log, "created", &refresh(&p, &addrs).await);
+    assert_eq!(live.attrs["version"], json!(v1));
+
+    // A service uses the secret; a new value rotates it under the service.
+    let docker_host = manager_url.replace("http://", "tcp://");
+    let out = Command::new("docker")
+        .args([
+            "-H",
+            &docker_host,
+            "service",
+            "create",
+            "--detach",
+            "--name",
+            "app",
+        ])
+        .args(["--secret", &format!("source={v1},target=db_password")])
+        .arg("busybox:latest")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    write_secret(root.path(), "db_password", "second value");
+    let v2 = secret_version("db_password", b"second value");
+    let sec2 = desired(Object::Secret("db_password".into()), json!({"version": v2}));
+    let before = refresh(&p, std::slice::from_ref(&sec2.address)).await;
+    let change = update_change(&sec2, &before[&sec2.address]);
+    p.update(&sec2, &before[&sec2.address], &change, &Quiet)
+        .await
+        .unwrap();
+    snap(&mut log, "rotated", &refresh(&p, &addrs).await);
+    let inspect = Command::new("docker")
+        .args(["-H", &docker_host, "service", "inspect", "app", "--format"])
+        .arg("{{range .Spec.TaskTemplate.ContainerSpec.Secrets}}{{.SecretName}}>{{.File.Name}} {{end}}")
+        .output()
+        .unwrap();
+    log.push(format!(
+        "service secrets: {}",
+        String::from_utf8_lossy(&inspect.stdout).trim()
+    ));
+    let secrets = Command::new("docker")
+        .args(["-H", &docker_host, "secret", "ls", "--format", "{{.Name}}"])
+        .output()
+        .unwrap();
+    log.push(format!(
+        "secrets: {}",
+        String::from_utf8_lossy(&secrets.stdout).trim()
+    ));
+    // Rotating again to the same content changes nothing.
+    let again = refresh(&p, std::slice::from_ref(&sec2.address)).await;
+    assert_eq!(again[&sec2.address].attrs["version"], json!(v2));
+
+    let _ = Command::new("docker")
+        .args(["-H", &docker_host, "service", "rm", "app"])
+        .output();
+    let now = refresh(&p, &addrs).await;
+    for a in [&sec2.address, &net.address, &cluster.address] {
+        p.delete(a, &now[a].remote, &Quiet).await.unwrap();
+    }
+    snap(&mut log, "deleted", &refresh(&p, &addrs).await);
+    // Scrub the content hashes, which differ by value only, to compare runs.
+    log.into_iter()
+        .map(|l| l.replace(&v1, "V1").replace(&v2, "V2"))
+        .collect()
+}
+
+fn docker_cli_available() -> bool {
+    Command::new("docker").arg("--version").output().is_ok()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn lab_and_dockerd_agree_on_the_swarm_scenario() {
+    if !docker_cli_available() {
+        eprintln!("skipped: no docker CLI");
+        return;
+    }
+    let lab_manager = lab()
+        .1
+        .iter()
+        .find(|(h, _)| h == "Portainer")
+        .unwrap()
+        .1
+        .clone();
+    let on_lab = scenario(&lab_manager).await;
+    assert!(
+        on_lab[0].contains("before: {}"),
+        "nothing exists at first: {on_lab:?}"
+    );
+    assert!(
+        on_lab
+            .iter()
+            .any(|l| l == "service secrets: V2>db_password"),
+        "{on_lab:?}"
+    );
+    assert!(
+        on_lab.iter().any(|l| l == "secrets: V2"),
+        "the old version is gone: {on_lab:?}"
+    );
+    match dockerd() {
+        Ok(url) => {
+            let on_real = scenario(url).await;
+            assert_eq!(on_lab, on_real, "the lab and the real engine disagree");
+        }
+        Err(why) => eprintln!("the real-engine half skipped: {why}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn workers_join_with_labels_and_rejoin_after_leaving() {
+    let root = tempfile::tempdir().unwrap();
+    // A world of its own: the shared lab's swarm belongs to the other test.
+    let lab = phoenix_lab::Lab::start(
+        serde_json::from_str(
+            r#"{"nodes": [{"hostname": "mgr", "addr": "127.0.0.1"}, {"hostname": "drphoenix"}]}"#,
+        )
+        .unwrap(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let urls: BTreeMap<String, String> = lab.docker_urls().into_iter().collect();
+    let p = provider(
+        &urls["mgr"],
+        &[("drphoenix", &urls["drphoenix"])],
+        root.path(),
+    );
+    let cluster = desired(Object::Cluster, json!({"advertise_addr": "127.0.0.1"}));
+    let node = desired(
+        Object::Node("drphoenix".into()),
+        json!({"role": "worker", "availability": "active", "labels": {"gpu": "false"}}),
+    );
+    p.create(&cluster, &Quiet).await.unwrap();
+    let live = p.create(&node, &Quiet).await.unwrap();
+    assert_eq!(live.attrs, node.attrs);
+    // The node leaves on its own: phoenix sees it gone, reports the stale entry, and rejoins it.
+    let c = reqwest::Client::new();
+    let r = c
+        .post(format!("{}/swarm/leave?force=true", urls["drphoenix"]))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = p
+        .refresh(std::slice::from_ref(&node.address))
+        .await
+        .unwrap();
+    assert!(seen.is_empty(), "a node that left is not live: {seen:?}");
+    let live = p.create(&node, &Quiet).await.unwrap();
+    assert_eq!(live.attrs, node.attrs);
+    let notes = phoenix::model::swarm::SwarmKind.observe(&node, Some(&live));
+    assert_eq!(notes.len(), 1, "the old entry is reported: {notes:?}");
+    // Labels changed in the manifests are updated in place.
+    let relabeled = desired(
+        Object::Node("drphoenix".into()),
+        json!({"role": "worker", "availability": "drain", "labels": {"gpu": "true"}}),
+    );
+    let change = update_change(&relabeled, &live);
+    let live = p.update(&relabeled, &live, &change, &Quiet).await.unwrap();
+    assert_eq!(live.attrs, relabeled.attrs);
+    lab.shutdown().await;
+}
