@@ -449,12 +449,14 @@ fn spawn_signal_watch(cancel: Cancel) -> tokio::task::JoinHandle<()> {
                 );
                 std::process::exit(1);
             }
+            // Cancel before saying so: a test (or a user) that sees the line may rely on
+            // nothing new starting after it.
+            cancel.cancel();
             eprintln!(
                 "{:>12} interrupt received: finishing in-flight work, starting nothing new \
                  (interrupt again to exit at once)",
                 "Stopping"
             );
-            cancel.cancel();
         }
     })
 }
