@@ -209,3 +209,72 @@ fn a_concurrent_edit_of_the_file_is_never_overwritten() {
     site.cmd(&["apply", "--auto-approve"]).assert().success();
     assert!(conf(443).contains("lxc.apparmor.profile: unconfined\n"));
 }
+
+/// `zfs_volumes`: storage volumes of the container, allocated once, grown, never shrunk,
+/// moved or detached by phoenix (the seed added a new one on every run).
+#[test]
+fn storage_volumes_are_allocated_once_grown_and_left_when_dropped() {
+    let with = |gb: u64| {
+        let mut c = lxc("vol-444", 144);
+        c["zfs_volumes"] =
+            json!([{"name": "data", "pool": "local-lvm", "size_gb": gb, "mount_point": "/data"}]);
+        c
+    };
+    let site = Site::new(&[(444, with(2))]);
+    let out = site.cmd(&["apply", "--auto-approve"]).output().unwrap();
+    assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+    let pve = Pve::new();
+    let volumes = |cfg: &Value| -> Vec<String> {
+        cfg.as_object()
+            .unwrap()
+            .iter()
+            .filter(|(k, v)| {
+                k.starts_with("mp") && v.as_str().is_some_and(|s| s.contains("mp=/data"))
+            })
+            .map(|(_, v)| v.as_str().unwrap().to_string())
+            .collect()
+    };
+    let v = volumes(&pve.lxc_config(444));
+    assert_eq!(v.len(), 1, "{v:?}");
+    assert!(
+        v[0].starts_with("local-lvm:") && v[0].contains("size=2G"),
+        "{v:?}"
+    );
+    site.cmd(&["plan", "--detailed-exitcode"]).assert().code(0);
+    site.cmd(&["apply", "--auto-approve"]).assert().success();
+    assert_eq!(
+        volumes(&pve.lxc_config(444)).len(),
+        1,
+        "a second apply added a volume"
+    );
+
+    site.set_lxcs(&[(444, with(3))]);
+    let text = stdout(&site.cmd(&["plan"]).output().unwrap());
+    assert!(
+        text.contains("\"local-lvm:2G\" -> \"local-lvm:3G\""),
+        "{text}"
+    );
+    site.cmd(&["apply", "--auto-approve"]).assert().success();
+    assert!(volumes(&pve.lxc_config(444))[0].contains("size=3G"));
+    site.cmd(&["plan", "--detailed-exitcode"]).assert().code(0);
+
+    site.set_lxcs(&[(444, with(1))]);
+    let out = site.cmd(&["apply", "--auto-approve"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("volumes only grow"),
+        "{}",
+        stderr(&out)
+    );
+
+    // No longer named: unmanaged, and its data stays.
+    site.set_lxcs(&[(444, lxc("vol-444", 144))]);
+    site.cmd(&["plan", "--detailed-exitcode"]).assert().code(0);
+    assert_eq!(volumes(&pve.lxc_config(444)).len(), 1);
+}

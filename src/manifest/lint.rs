@@ -297,17 +297,6 @@ impl Linter<'_> {
                 path.extend_from_slice(tail);
                 path
             };
-            // Read but not applied yet: say so rather than drop it (the seed added a new
-            // volume on every run; phoenix will match volumes by mount point).
-            if lxc.zfs_volumes.as_ref().is_some_and(|v| !v.is_empty()) {
-                self.emit(
-                    Severity::Warning,
-                    LXC_FILE,
-                    &at(&json_path!["zfs_volumes"]),
-                    "zfs_volumes are not managed by phoenix yet: it neither creates nor checks these volumes",
-                    "add the volume by hand once (`pct set <ctid> --mpN <storage>:<size_gb>,mp=<mount_point>`)",
-                );
-            }
             if lxc.memory_mb == 0 {
                 self.emit(
                     Severity::Error,

@@ -48,6 +48,40 @@ const FEATURE_FLAGS: [&str; 5] = ["force_rw_sys", "fuse", "keyctl", "mknod", "ne
 
 const LXC_FILE: &str = "etc/phoenix_lxc_configs.json";
 
+/// `volume:<mount point>` = `<storage>:<size>`: a storage volume mounted in the
+/// container (`zfs_volumes`), as `mpN` holds it. Bind mounts are `lxc_conf`'s.
+pub const VOLUME_PREFIX: &str = "volume:";
+
+/// The storage volumes of a container config: `(mpN, mount point, storage, size)`.
+pub fn volumes_of(cfg: &Map<String, Value>) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for (k, v) in cfg {
+        let is_mp = k
+            .strip_prefix("mp")
+            .is_some_and(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit()));
+        let Some(text) = v.as_str().filter(|_| is_mp) else {
+            continue;
+        };
+        let p = PropString::parse(text);
+        let Some((storage, _)) = p.first.as_deref().and_then(|f| f.split_once(':')) else {
+            continue; // a bind mount (a host path) or a device
+        };
+        if p.first.as_deref().is_some_and(|f| f.starts_with('/')) {
+            continue;
+        }
+        let (Some(mp), Some(size)) = (p.get("mp"), p.get("size")) else {
+            continue;
+        };
+        out.push((
+            k.clone(),
+            mp.to_string(),
+            storage.to_string(),
+            normalize::size(size),
+        ));
+    }
+    out
+}
+
 pub struct LxcKind;
 
 impl Kind for LxcKind {
@@ -184,6 +218,41 @@ fn desired_one(
         _ => "running",
     };
     attrs.insert("status".into(), json!(status));
+    // One attribute per volume, keyed by its mount point: a volume the manifest
+    // stops naming becomes unmanaged and is left with its data (never detached).
+    let mut volume_storages = Vec::new();
+    for (i, v) in cfg.zfs_volumes.iter().flatten().enumerate() {
+        let mp = v.mount_point.trim();
+        let path_ok = mp.starts_with('/')
+            && !mp.contains([',', '=', '\n', '\r'])
+            && !mp.split('/').any(|s| s == "..");
+        let storage_ok = !v.pool.is_empty()
+            && v.pool
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !path_ok || !storage_ok || v.size_gb == 0 {
+            return Err(Box::new(error(
+                ctid,
+                &format!("zfs_volumes[{i}]"),
+                format!(
+                    "volume `{}` needs an absolute mount_point, a storage id as `pool` and a size",
+                    v.name
+                ),
+                Some(
+                    "e.g. {\"name\": \"models\", \"pool\": \"local-zfs\", \"size_gb\": 50, \"mount_point\": \"/models\"}",
+                ),
+            )));
+        }
+        attrs.insert(
+            format!("{VOLUME_PREFIX}{mp}"),
+            json!(format!(
+                "{}:{}",
+                v.pool,
+                normalize::format_size(v.size_gb << 30)
+            )),
+        );
+        volume_storages.push(v.pool.clone());
+    }
 
     let mut create = Map::new();
     if let Some(node) = &cfg.node {
@@ -191,6 +260,12 @@ fn desired_one(
     }
     // The disk's storage, the template and the clone's snapshot must exist first.
     let mut depends_on = vec![Address::new(super::storage::KIND, cfg.storage_pool.clone())];
+    for s in volume_storages {
+        let a = Address::new(super::storage::KIND, s);
+        if !depends_on.contains(&a) {
+            depends_on.push(a);
+        }
+    }
     match (&cfg.template, &cfg.clone_from_ctid) {
         (Some(t), None) => {
             let volid = super::template::volume_id(site, t).map_err(|why| {
@@ -357,6 +432,12 @@ pub fn from_pve_config(cfg: &Map<String, Value>, status: &str) -> Attrs {
         json!(rootfs.get("size").map(normalize::size)),
     );
     a.insert("status".into(), json!(status));
+    for (_, mp, storage, size) in volumes_of(cfg) {
+        a.insert(
+            format!("{VOLUME_PREFIX}{mp}"),
+            json!(format!("{storage}:{size}")),
+        );
+    }
     a
 }
 
@@ -417,6 +498,8 @@ pub fn config_params(attrs: &Attrs, live: Option<&Attrs>) -> (Vec<(String, Strin
         let live_v = live.and_then(|l| l.get(k));
         match (k.as_str(), v) {
             ("status" | "storage" | "rootfs_size" | "unprivileged", _) => {}
+            // Volumes are allocated and grown by the provider, one by one.
+            (key, _) if key.starts_with(VOLUME_PREFIX) => {}
             (key, Value::Null) => deletes.push(key.to_string()),
             ("net0", Value::Object(want)) => {
                 let mut merged = live_v
@@ -589,5 +672,34 @@ mod tests {
         let (params, deletes) = config_params(&want, None);
         assert!(params.is_empty());
         assert_eq!(deletes, ["nameserver"]);
+    }
+
+    #[test]
+    fn storage_volumes_are_one_attribute_per_mount_point_and_bind_mounts_are_not() {
+        let cfg = json!({
+            "mp0": "/srv/x,mp=/x",
+            "mp1": "fastData-shared-bulk-data:subvol-801-disk-1,mp=/vllm_models,size=50G",
+            "mp2": "local-lvm:vm-801-disk-2,mp=/data,backup=1,size=1024M"
+        });
+        let a = from_pve_config(cfg.as_object().unwrap(), "running");
+        assert_eq!(
+            a["volume:/vllm_models"],
+            json!("fastData-shared-bulk-data:50G")
+        );
+        assert_eq!(a["volume:/data"], json!("local-lvm:1G"));
+        assert!(!a.contains_key("volume:/x"));
+        let site = crate::render::names::tests::seed();
+        let d = LxcKind.desired(&site).unwrap();
+        let r801 = d.iter().find(|r| r.address.name() == "801").unwrap();
+        assert_eq!(
+            r801.attrs["volume:/vllm_models"],
+            json!("fastData-shared-bulk-data:50G")
+        );
+        assert!(
+            r801.depends_on
+                .contains(&Address::new("storage", "fastData-shared-bulk-data"))
+        );
+        let (params, _) = config_params(&r801.attrs, None);
+        assert!(!params.iter().any(|(k, _)| k.starts_with("volume")));
     }
 }

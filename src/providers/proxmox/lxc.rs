@@ -284,6 +284,91 @@ impl LxcProvider {
         self.finish(addr, d, &node, vmid, ctx).await
     }
 
+    /// The manifest's storage volumes (`volume:<mount point>`): a missing one is
+    /// allocated at the lowest free `mpN`, a smaller one grown. Shrinking or moving
+    /// one is refused: it holds data.
+    async fn volumes(
+        &self,
+        addr: &Address,
+        d: &DesiredResource,
+        node: &str,
+        vmid: u32,
+        ctx: &dyn OpContext,
+    ) -> Result<(), ProviderError> {
+        let wanted: Vec<(&str, &str)> = d
+            .attrs
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix(model::VOLUME_PREFIX)?, v.as_str()?)))
+            .collect();
+        if wanted.is_empty() {
+            return Ok(());
+        }
+        let cfg = self
+            .pve
+            .api
+            .get(&format!("/nodes/{node}/lxc/{vmid}/config"), &[])
+            .await?;
+        let cfg = cfg.as_object().cloned().unwrap_or_default();
+        let have = model::volumes_of(&cfg);
+        let mut taken: Vec<u32> = cfg
+            .keys()
+            .filter_map(|k| k.strip_prefix("mp").and_then(|n| n.parse().ok()))
+            .collect();
+        for (mp, spec) in wanted {
+            let (storage, size) = spec.split_once(':').unwrap_or((spec, "0"));
+            let want = normalize::parse_size(size).unwrap_or(0);
+            match have.iter().find(|h| h.1 == mp) {
+                Some((key, _, hs, hsize)) => {
+                    if hs != storage {
+                        return Err(ProviderError::Other(format!(
+                            "{addr}: the volume at {mp} is on storage `{hs}`, the manifest says `{storage}`; \
+                             phoenix does not move volumes\nhelp: move it with `pct move-volume {vmid} {key} {storage}`, \
+                             or change the manifest back"
+                        )));
+                    }
+                    let current = normalize::parse_size(hsize).unwrap_or(0);
+                    if want < current {
+                        return Err(ProviderError::Other(format!(
+                            "{addr}: the volume at {mp} is {hsize}, the manifest says {size}; volumes only grow\n\
+                             help: keep the size at {hsize} or more"
+                        )));
+                    }
+                    if want > current {
+                        ctx.progress("Resizing", &format!("{addr} {key} ({mp}) to {size}"));
+                        let r = self
+                            .pve
+                            .api
+                            .put(
+                                &format!("/nodes/{node}/lxc/{vmid}/resize"),
+                                &params(&[("disk", key.clone()), ("size", size.to_string())]),
+                            )
+                            .await?;
+                        self.run_task(addr, r, ctx).await?;
+                    }
+                }
+                None => {
+                    let n = (0u32..).find(|n| !taken.contains(n)).unwrap_or(0);
+                    taken.push(n);
+                    let gib = want.div_ceil(1 << 30).max(1);
+                    ctx.progress(
+                        "Allocating",
+                        &format!("{addr} mp{n}: {size} on {storage} at {mp}"),
+                    );
+                    let r = self
+                        .pve
+                        .api
+                        .put(
+                            &format!("/nodes/{node}/lxc/{vmid}/config"),
+                            &params(&[(&format!("mp{n}"), format!("{storage}:{gib},mp={mp}"))]),
+                        )
+                        .await?;
+                    self.run_task(addr, r, ctx).await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn finish(
         &self,
         addr: &Address,
@@ -292,6 +377,7 @@ impl LxcProvider {
         vmid: u32,
         ctx: &dyn OpContext,
     ) -> Result<LiveObject, ProviderError> {
+        self.volumes(addr, d, node, vmid, ctx).await?;
         if d.attrs.get("status").and_then(Value::as_str) == Some("running") {
             self.start_or_stop(addr, node, vmid, "running", ctx).await?;
         }
@@ -353,6 +439,9 @@ impl LxcProvider {
             && let Some(size) = d.attrs.get("rootfs_size").and_then(Value::as_str)
         {
             self.resize(addr, &node, vmid, size, ctx).await?;
+        }
+        if tops.iter().any(|t| t.starts_with(model::VOLUME_PREFIX)) {
+            self.volumes(addr, d, &node, vmid, ctx).await?;
         }
         if tops.contains("status")
             && let Some(want) = d.attrs.get("status").and_then(Value::as_str)
