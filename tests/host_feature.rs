@@ -187,3 +187,53 @@ fn ok_bytes(out: &std::process::Output) -> Vec<u8> {
     assert!(out.status.success(), "{}", stderr(out));
     out.stdout.clone()
 }
+
+#[test]
+fn a_vms_features_run_through_its_guest_agent() {
+    // The VM's file system is a directory of the world's host: the world's agent runs
+    // commands there (lab/fakepve/vm_agent.py), as fakeguest made it.
+    let w = crate::support::fakepve::world();
+    let root = w.dir.join("host");
+    let out = std::process::Command::new(crate::host_support::lab().join("fakeguest"))
+        .args(["init", "697"])
+        .env("PHOENIX_HOST_ROOT", &root)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let site = Site::new(&[]);
+    let mut vm = crate::common::vm_from_image(697, "feat-vm-697", 97);
+    vm["features"] = json!(["hello"]);
+    site.set_vms(&[vm]);
+    script(
+        &site,
+        "hello.sh",
+        &format!("echo \"vm $1 $PHOENIX_GUEST_NAME\" >> {LOG}"),
+    );
+    let text = stdout(&site.cmd(&["plan"]).output().unwrap());
+    assert!(text.contains("feature.697.hello will be created"), "{text}");
+    let out = site.cmd(&["apply", "--auto-approve"]).output().unwrap();
+    let all = ok(&out);
+    assert!(all.contains("Running feature.697.hello in vm.697"), "{all}");
+    let guest = root.join("guests/697");
+    assert_eq!(
+        std::fs::read_to_string(guest.join(LOG.trim_start_matches('/'))).unwrap(),
+        "vm 697 feat-vm-697\n"
+    );
+    assert!(
+        guest
+            .join("var/lib/phoenix/provisioned/feature-hello.json")
+            .exists()
+    );
+    let out = site.cmd(&["plan", "--detailed-exitcode"]).output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        stdout(&out),
+        stderr(&out)
+    );
+}

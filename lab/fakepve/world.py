@@ -197,8 +197,9 @@ def build(args):
     """The FakePve of the world, not yet listening; returns (pve, token secret)."""
     from vm_disks import WorldPve  # fakepve's FakePve plus QEMU import-from and resize
     from pmxcfs import mirrored
+    from vm_agent import agent_in_dirs
 
-    FakePve = mirrored(WorldPve) if args.pmxcfs != 'none' else WorldPve
+    FakePve = mirrored(agent_in_dirs(WorldPve)) if args.pmxcfs != 'none' else WorldPve
     pve = FakePve(user=TOKEN_USER, password=secrets.token_urlsafe(18), host=args.host, port=args.port)
     pve.time_scale = args.time_scale
     if args.latency > 0:
@@ -218,7 +219,11 @@ def build(args):
         storages, files = DEFAULT_STORAGES, DEFAULT_FILES
     add_storages(pve, storages, files)
     if args.pmxcfs != 'none':
-        pve.mirror_to(args.pmxcfs or os.path.join(os.path.abspath(args.state_dir), 'host', 'etc', 'pve'))
+        pmxcfs = args.pmxcfs or os.path.join(os.path.abspath(args.state_dir), 'host', 'etc', 'pve')
+        pve.mirror_to(pmxcfs)
+        # The host whose /etc/pve that is also holds the VMs' file systems (lab/fakepve/vm_agent.py).
+        if os.path.abspath(pmxcfs).endswith(os.path.join('etc', 'pve')):
+            pve.agent_root = os.path.dirname(os.path.dirname(os.path.abspath(pmxcfs)))
     return pve, secret
 
 

@@ -278,14 +278,20 @@ impl Linter<'_> {
             }
         }
         for (i, vm) in self.site.vms.vms.iter().enumerate() {
-            if !vm.features.is_empty() {
-                self.emit(
-                    Severity::Warning,
-                    VM_FILE,
-                    &json_path!["vms", i, "features"],
-                    "VM features are not run by phoenix yet (they need the QEMU guest agent transport)",
-                    "provision the VM by hand, or through cloud-init, for now",
-                );
+            let inherited = f::vm_inherited(self.site, vm);
+            for (k, name) in vm.features.iter().enumerate() {
+                if inherited.contains(name) {
+                    continue;
+                }
+                if !f::valid_name(name) || !f::feature_script(&self.site.root, name).is_file() {
+                    self.emit(
+                        Severity::Warning,
+                        VM_FILE,
+                        &json_path!["vms", i, "features", k],
+                        format!("no script features/{name}.sh in the site: phoenix does not run feature `{name}`"),
+                        "put the script there: it runs once inside the VM through the QEMU guest agent (README, \"Provisioning\")",
+                    );
+                }
             }
         }
     }

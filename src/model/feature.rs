@@ -108,6 +108,23 @@ pub fn inherited(site: &Site, cfg: &LxcConfig) -> Vec<String> {
     out
 }
 
+/// The features a VM gets from the VMs it was cloned from.
+pub fn vm_inherited(site: &Site, vm: &crate::manifest::files::VmConfig) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut seen = Vec::new();
+    let mut next = vm.clone_from_vmid.map(|c| c.0);
+    while let Some(id) = next {
+        if seen.contains(&id) {
+            break;
+        }
+        seen.push(id);
+        let Some(parent) = site.vm(id) else { break };
+        out.extend(parent.features.iter().cloned());
+        next = parent.clone_from_vmid.map(|c| c.0);
+    }
+    out
+}
+
 /// The environment a container's scripts run with: the inputs of the marker.
 pub fn inputs(site: &Site, ctid: &str, cfg: &LxcConfig) -> Vec<(String, String)> {
     let mut env = vec![
@@ -176,6 +193,42 @@ pub fn desired_all(site: &Site) -> (Vec<DesiredResource>, Vec<DesiredResource>) 
         {
             let address = Address::new(APP, ctid.as_str());
             apps.push(resource(&address, &bytes, &inputs, &env, script, after));
+        }
+    }
+    // VMs: through the QEMU guest agent; no application script in their manifest.
+    for vm in &site.vms.vms {
+        if vm.is_template.unwrap_or(false) {
+            continue;
+        }
+        let id = vm.vmid.to_string();
+        let env = vec![
+            ("PHOENIX_GUEST_ID".to_string(), id.clone()),
+            ("PHOENIX_GUEST_NAME".to_string(), vm.name.clone()),
+            (
+                "PHOENIX_DOMAIN".to_string(),
+                site.hypervisor.domain_name.clone(),
+            ),
+        ];
+        let inputs = inputs_sha256(&env);
+        let mut after = vec![Address::new(super::vm::KIND, id.as_str())];
+        let parent = vm_inherited(site, vm);
+        for name in &vm.features {
+            if parent.contains(name) || !valid_name(name) {
+                continue;
+            }
+            let Ok(bytes) = std::fs::read(feature_script(&site.root, name)) else {
+                continue;
+            };
+            let address = Address::new(FEATURE, format!("{id}.{name}"));
+            features.push(resource(
+                &address,
+                &bytes,
+                &inputs,
+                &env,
+                name,
+                after.clone(),
+            ));
+            after.push(address);
         }
     }
     (features, apps)

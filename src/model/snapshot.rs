@@ -206,9 +206,7 @@ impl Kind for SnapshotKind {
             a.insert("fingerprint".into(), json!(fingerprint(&attrs)));
             // After the guest's provisioning: what clones start from is the finished guest.
             let mut depends_on = vec![guest];
-            if kind == GuestKind::Lxc {
-                depends_on.extend(super::feature::provisioning_of(site, id));
-            }
+            depends_on.extend(super::feature::provisioning_of(site, id));
             out.push(DesiredResource {
                 address: address(id, &name),
                 attrs: a,

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
-use super::guest::LxcGuest;
+use super::guest::{LxcGuest, VmGuest};
 use super::install::{self, sh};
 use super::{Host, Machine};
 use crate::model::feature as model;
@@ -30,36 +30,64 @@ pub struct FeatureProvider {
     host: Arc<Host>,
     pve: Arc<Pve>,
     pct: String,
+    timeout: std::time::Duration,
 }
 
 impl FeatureProvider {
-    pub fn new(kind: &'static str, host: Arc<Host>, pve: Arc<Pve>, pct: String) -> Self {
+    pub fn new(
+        kind: &'static str,
+        host: Arc<Host>,
+        pve: Arc<Pve>,
+        pct: String,
+        timeout: std::time::Duration,
+    ) -> Self {
         FeatureProvider {
             kind,
             host,
             pve,
             pct,
+            timeout,
         }
     }
 
-    fn guest(&self, ctid: u32) -> LxcGuest {
-        LxcGuest::new(self.host.clone(), self.pct.clone(), ctid)
+    /// The guest as a machine, when it runs: a container through `pct`, a VM
+    /// through its guest agent.
+    async fn machine(
+        &self,
+        id: u32,
+        fresh: bool,
+    ) -> Result<Option<Box<dyn Machine>>, ProviderError> {
+        let Some(g) = self.pve.guest_entry(id, fresh).await? else {
+            return Ok(None);
+        };
+        if g["status"] != "running" {
+            return Ok(None);
+        }
+        Ok(match g["type"].as_str() {
+            Some("lxc") => Some(Box::new(LxcGuest::new(
+                self.host.clone(),
+                self.pct.clone(),
+                id,
+            ))),
+            Some("qemu") => Some(Box::new(VmGuest::new(
+                self.pve.clone(),
+                g["node"].as_str().unwrap_or_default().to_string(),
+                id,
+                self.timeout,
+            ))),
+            _ => None,
+        })
     }
 
-    async fn running(&self, ctid: u32, fresh: bool) -> Result<bool, ProviderError> {
-        Ok(self
-            .pve
-            .guest_entry(ctid, fresh)
-            .await?
-            .is_some_and(|g| g["type"] == "lxc" && g["status"] == "running"))
-    }
-
-    async fn read(&self, addr: &Address) -> Result<Option<LiveObject>, ProviderError> {
+    async fn read(
+        &self,
+        addr: &Address,
+        g: &dyn Machine,
+    ) -> Result<Option<LiveObject>, ProviderError> {
         let (Some((ctid, _)), Some(path)) = (model::parts(addr), model::marker_path(addr)) else {
             return Ok(None);
         };
-        let g = self.guest(ctid);
-        Ok(install::read(&g, &path, None).await?.and_then(|f| {
+        Ok(install::read(g, &path, None).await?.and_then(|f| {
             model::attrs_of(&f.content).map(|attrs| LiveObject {
                 attrs,
                 remote: serde_json::json!({"guest": ctid, "marker": path}),
@@ -76,12 +104,13 @@ impl FeatureProvider {
         let addr = &desired.address;
         let (ctid, _) = model::parts(addr)
             .ok_or_else(|| ProviderError::Other(format!("`{addr}` names no container")))?;
-        if !self.running(ctid, true).await? {
+        let Some(g) = self.machine(ctid, true).await? else {
             return Err(ProviderError::Other(format!(
-                "lxc.{ctid} is not running, so {addr} cannot run in it\n\
+                "guest {ctid} is not running, so {addr} cannot run in it\n\
                  help: start it (`phoenix start {ctid}`), or let the manifest's `status` do it"
             )));
-        }
+        };
+        let g = g.as_ref();
         let text = |k: &str| {
             desired
                 .create
@@ -91,7 +120,6 @@ impl FeatureProvider {
                 .to_string()
         };
         let (script, name) = (text("script"), text("name"));
-        let g = self.guest(ctid);
         let made = g
             .exec(
                 &sh(
@@ -103,7 +131,8 @@ impl FeatureProvider {
             .await?;
         if !made.success() {
             return Err(ProviderError::Other(format!(
-                "{addr}: preparing {RUN_DIR} in lxc.{ctid} failed: {}",
+                "{addr}: preparing {RUN_DIR} in {} failed: {}",
+                g.label(),
                 made.tail().join("; ")
             )));
         }
@@ -122,11 +151,11 @@ impl FeatureProvider {
             }
         }
         argv.extend(sh(RUN, &[path, ctid.to_string()]));
-        ctx.progress("Running", &format!("{addr} in lxc.{ctid}"));
+        ctx.progress("Running", &format!("{addr} in {}", g.label()));
         let out = g.exec(&argv, None).await?;
         if !out.success() {
             return Err(ProviderError::TaskFailed {
-                upid: format!("{addr} in lxc.{ctid}"),
+                upid: format!("{addr} in {}", g.label()),
                 status: format!("the script exited {}", out.code),
                 log_tail: out.tail(),
             });
@@ -134,7 +163,7 @@ impl FeatureProvider {
         let marker = model::marker_path(addr)
             .ok_or_else(|| ProviderError::Other(format!("`{addr}` has no marker path")))?;
         g.push(model::marker(desired).as_bytes(), &marker).await?;
-        self.read(addr).await?.ok_or_else(|| {
+        self.read(addr, g).await?.ok_or_else(|| {
             ProviderError::Other(format!(
                 "{addr}: the marker {marker} is missing right after it was written"
             ))
@@ -158,10 +187,10 @@ impl ResourceProvider for FeatureProvider {
                 let Some((ctid, _)) = model::parts(a) else {
                     continue;
                 };
-                if !self.running(ctid, false).await? {
+                let Some(g) = self.machine(ctid, false).await? else {
                     continue;
-                }
-                if let Some(l) = self.read(a).await? {
+                };
+                if let Some(l) = self.read(a, g.as_ref()).await? {
                     out.insert(a.clone(), l);
                 }
             }

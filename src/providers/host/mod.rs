@@ -423,6 +423,7 @@ pub fn providers(
                 slow.clone(),
                 pve.clone(),
                 settings.pct.clone(),
+                settings.feature_timeout,
             )));
         }
     }
