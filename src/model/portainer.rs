@@ -140,12 +140,11 @@ pub fn admin_password(site: Option<&Site>) -> Result<Option<(String, PasswordSou
 /// Whether phoenix manages this site's Portainer: a swarm and a Portainer role.
 pub fn managed(site: &Site) -> bool {
     super::swarm::topology(site).manager.is_some()
-        && site.vms.vms.iter().any(|v| {
-            matches!(
-                v.portainer_role.as_deref(),
-                Some("primary") | Some("agent")
-            )
-        })
+        && site
+            .vms
+            .vms
+            .iter()
+            .any(|v| matches!(v.portainer_role.as_deref(), Some("primary") | Some("agent")))
 }
 
 fn vm_ip(vm: &VmConfig) -> String {
@@ -217,9 +216,7 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> String {
             let (name, default) = match inner.find([':', '-']) {
                 Some(p) => {
                     let rest = &inner[p..];
-                    let d = rest
-                        .strip_prefix(":-")
-                        .or_else(|| rest.strip_prefix('-'));
+                    let d = rest.strip_prefix(":-").or_else(|| rest.strip_prefix('-'));
                     (&inner[..p], d)
                 }
                 None => (inner, None),
@@ -347,7 +344,11 @@ pub fn render(
                     m.insert(k.into(), v.into());
                 }
             }
-            _ => return Err(format!("service `{svc}`: `deploy.labels` is neither a list nor a mapping")),
+            _ => {
+                return Err(format!(
+                    "service `{svc}`: `deploy.labels` is neither a list nor a mapping"
+                ));
+            }
         }
     }
     let mut summary = Map::new();
@@ -503,9 +504,11 @@ impl Kind for PortainerKind {
                 match render(&site.root, stack, r.environment()) {
                     Ok(rd) => {
                         let mut deps = vec![Object::Endpoint(name.clone()).address()];
-                        deps.extend(rd.networks.iter().map(|n| {
-                            super::swarm::Object::Network(n.clone()).address()
-                        }));
+                        deps.extend(
+                            rd.networks
+                                .iter()
+                                .map(|n| super::swarm::Object::Network(n.clone()).address()),
+                        );
                         deps.extend(
                             rd.secrets
                                 .iter()
@@ -563,7 +566,10 @@ mod tests {
         .into();
         assert_eq!(substitute("a ${PORT}:$PORT b", &vars), "a 8000:8000 b");
         assert_eq!(substitute("${EMPTY:-d} ${EMPTY-d}", &vars), "d ");
-        assert_eq!(substitute("${NOPE} $NOPE $$PORT", &vars), "${NOPE} $NOPE $$PORT");
+        assert_eq!(
+            substitute("${NOPE} $NOPE $$PORT", &vars),
+            "${NOPE} $NOPE $$PORT"
+        );
         assert_eq!(substitute("${MISSING:-x}", &vars), "${MISSING:-x}");
         assert_eq!(substitute("trailing $", &vars), "trailing $");
     }

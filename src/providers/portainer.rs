@@ -211,7 +211,13 @@ fn plain_env(list: &Value) -> BTreeMap<String, String> {
 fn env_list(d: &DesiredResource) -> Value {
     let mut out = Vec::new();
     for key in ["env", "secret_env"] {
-        for (k, v) in d.attrs.get(key).and_then(Value::as_object).into_iter().flatten() {
+        for (k, v) in d
+            .attrs
+            .get(key)
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+        {
             out.push(json!({"name": k, "value": v.as_str().unwrap_or_default()}));
         }
     }
@@ -236,7 +242,8 @@ impl PortainerProvider {
                         "phoenix does not know where Portainer is\nhelp: set PHOENIX_PORTAINER_URL (https://host:9443, with PHOENIX_PORTAINER_CA_FILE)".into(),
                     )
                 })?;
-                if !url.starts_with("https://") && !(url.starts_with("http://") && is_loopback(&url)) {
+                let plain_loopback = url.starts_with("http://") && is_loopback(&url);
+                if !url.starts_with("https://") && !plain_loopback {
                     return Err(ProviderError::Config(format!(
                         "PHOENIX_PORTAINER_URL must be an https:// address, got `{url}`\nhelp: phoenix verifies Portainer's certificate; plain http is accepted on loopback only (phoenix-lab)"
                     )));
@@ -426,7 +433,13 @@ impl PortainerProvider {
 
     async fn endpoints(&self) -> Result<Vec<Value>, ProviderError> {
         let v = self
-            .ok(Method::GET, "/endpoints", &[], Body::None, "listing the environments")
+            .ok(
+                Method::GET,
+                "/endpoints",
+                &[],
+                Body::None,
+                "listing the environments",
+            )
             .await?;
         Ok(v.as_array().cloned().unwrap_or_default())
     }
@@ -462,7 +475,13 @@ impl PortainerProvider {
                     .build(),
             ))
             .await
-            .map_err(|e| api_error(&m.name, &format!("listing the services of stack {stack}"), e))?;
+            .map_err(|e| {
+                api_error(
+                    &m.name,
+                    &format!("listing the services of stack {stack}"),
+                    e,
+                )
+            })?;
         let mut out = Map::new();
         for s in list {
             let spec = s.spec.unwrap_or_default();
@@ -497,7 +516,10 @@ impl PortainerProvider {
                 .filter(|(k, _)| !looks_secret(k))
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect();
-            out.insert(name, json!({"image": image, "replicas": replicas, "env": env}));
+            out.insert(
+                name,
+                json!({"image": image, "replicas": replicas, "env": env}),
+            );
         }
         Ok(out)
     }
@@ -529,11 +551,17 @@ impl PortainerProvider {
         let endpoints = self.endpoints().await?;
         let wants_stacks = objs.iter().any(|(_, o)| matches!(o, Object::Stack(_)));
         let stacks = if wants_stacks {
-            self.ok(Method::GET, "/stacks", &[], Body::None, "listing the stacks")
-                .await?
-                .as_array()
-                .cloned()
-                .unwrap_or_default()
+            self.ok(
+                Method::GET,
+                "/stacks",
+                &[],
+                Body::None,
+                "listing the stacks",
+            )
+            .await?
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
         } else {
             Vec::new()
         };
@@ -606,9 +634,9 @@ impl PortainerProvider {
     /// it in the key file and remove the key it replaces.
     async fn new_key(&self, d: &DesiredResource, ctx: &dyn OpContext) -> Result<(), ProviderError> {
         let username = d.attrs["username"].as_str().unwrap_or(model::ADMIN);
-        let password = d.attrs["password"].as_str().ok_or_else(|| {
-            ProviderError::Config("the Portainer admin has no password".into())
-        })?;
+        let password = d.attrs["password"]
+            .as_str()
+            .ok_or_else(|| ProviderError::Config("the Portainer admin has no password".into()))?;
         let jwt = self.login(username, password).await?;
         let user_id = jwt_user(&jwt);
         ctx.progress("Creating", &format!("a Portainer API key for {username}"));
@@ -655,14 +683,21 @@ impl PortainerProvider {
                 )
                 .await?;
             if !(200..300).contains(&status) && status != 404 {
-                tracing::warn!(status, "the replaced Portainer API key could not be removed");
+                tracing::warn!(
+                    status,
+                    "the replaced Portainer API key could not be removed"
+                );
             }
         }
         *self.auth.lock().await = None;
         Ok(())
     }
 
-    async fn create_admin(&self, d: &DesiredResource, ctx: &dyn OpContext) -> Result<(), ProviderError> {
+    async fn create_admin(
+        &self,
+        d: &DesiredResource,
+        ctx: &dyn OpContext,
+    ) -> Result<(), ProviderError> {
         let username = d.attrs["username"].as_str().unwrap_or(model::ADMIN);
         let password = d.attrs["password"].as_str().unwrap_or_default();
         ctx.progress("Initialising", &format!("the Portainer admin {username}"));
@@ -694,12 +729,24 @@ impl PortainerProvider {
     }
 
     async fn create_endpoint(&self, d: &DesiredResource, name: &str) -> Result<(), ProviderError> {
-        let b = |k: &str| d.attrs.get(k).and_then(Value::as_bool).unwrap_or(false).to_string();
+        let b = |k: &str| {
+            d.attrs
+                .get(k)
+                .and_then(Value::as_bool)
+                .unwrap_or(false)
+                .to_string()
+        };
         let fields = vec![
             ("Name", name.to_string()),
             ("EndpointCreationType", "2".to_string()),
-            ("URL", d.attrs["url"].as_str().unwrap_or_default().to_string()),
-            ("GroupID", d.attrs["group_id"].as_u64().unwrap_or(1).to_string()),
+            (
+                "URL",
+                d.attrs["url"].as_str().unwrap_or_default().to_string(),
+            ),
+            (
+                "GroupID",
+                d.attrs["group_id"].as_u64().unwrap_or(1).to_string(),
+            ),
             ("TLS", b("tls")),
             ("TLSSkipVerify", b("tls_skip_verify")),
             ("TLSSkipClientVerify", b("tls_skip_client_verify")),
@@ -731,7 +778,9 @@ impl PortainerProvider {
                     Method::PUT,
                     &format!("/stacks/{id}"),
                     &q,
-                    Body::Json(json!({"StackFileContent": content, "Env": env_list(d), "Prune": true})),
+                    Body::Json(
+                        json!({"StackFileContent": content, "Env": env_list(d), "Prune": true}),
+                    ),
                     &format!("updating stack {name}"),
                 )
                 .await?;
@@ -880,19 +929,21 @@ impl ResourceProvider for PortainerProvider {
                     ),
                     None => Ok(()),
                 },
-                Some(Object::Stack(n)) => match (remote["id"].as_u64(), remote["endpoint_id"].as_u64()) {
-                    (Some(id), Some(eid)) => gone(
-                        self.ok(
-                            Method::DELETE,
-                            &format!("/stacks/{id}"),
-                            &[("endpointId", eid.to_string())],
-                            Body::None,
-                            &format!("removing stack {n}"),
-                        )
-                        .await,
-                    ),
-                    _ => Ok(()),
-                },
+                Some(Object::Stack(n)) => {
+                    match (remote["id"].as_u64(), remote["endpoint_id"].as_u64()) {
+                        (Some(id), Some(eid)) => gone(
+                            self.ok(
+                                Method::DELETE,
+                                &format!("/stacks/{id}"),
+                                &[("endpointId", eid.to_string())],
+                                Body::None,
+                                &format!("removing stack {n}"),
+                            )
+                            .await,
+                        ),
+                        _ => Ok(()),
+                    }
+                }
                 None => Ok(()),
             }
         })
