@@ -85,6 +85,10 @@ fn site() -> Site {
 }
 
 fn run(site: &Site, args: &[&str]) -> (Option<i32>, String) {
+    run_with(site, args, &[])
+}
+
+fn run_with(site: &Site, args: &[&str], extra: &[(&str, &str)]) -> (Option<i32>, String) {
     let (portainer, _) = lab();
     let hosts = format!(
         "Portainer={},drphoenix={}",
@@ -98,6 +102,7 @@ fn run(site: &Site, args: &[&str]) -> (Option<i32>, String) {
         .env("PHOENIX_DOCKER_HOST", hosts)
         .env("PHOENIX_SECRET_DB_PASSWORD", STACK_SECRET)
         .env("RUST_LOG", "phoenix=debug")
+        .envs(extra.iter().copied())
         .output()
         .unwrap();
     (
@@ -223,9 +228,101 @@ fn swarm_site_with_portainer_plans_applies_replans_empty_and_shows_service_drift
     assert_eq!(code, Some(0), "{out}");
     outputs.push(out);
 
+    // A new variable value: a unified diff of the file and the env change; the stack is redeployed.
+    let manifest = site.root().join("stacks/web/phoenix.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    std::fs::write(&manifest, text.replace("1.25", "1.26")).unwrap();
+    let (code, out) = run(&site, &["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(2), "{out}");
+    for want in [
+        "~ portainer.stack.web",
+        "-    image: nginx:1.25",
+        "+    image: nginx:1.26",
+        "TAG",
+    ] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    assert!(!out.contains("portainer.endpoint.drphoenix will"), "{out}");
+    outputs.push(out);
+    let (code, out) = run(&site, &["apply", "--auto-approve"]);
+    assert_eq!(code, Some(0), "{out}");
+    outputs.push(out);
+    assert_ne!(stack_update_date(), json!(0));
+
+    // A new secret value: shown as sensitive only, and the swarm gets it.
+    const NEW_SECRET: &str = "stack-db-secret-rotated-55";
+    let (code, out) = run_with(
+        &site,
+        &["plan", "--detailed-exitcode"],
+        &[("PHOENIX_SECRET_DB_PASSWORD", NEW_SECRET)],
+    );
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("secret_env"), "{out}");
+    assert!(!out.contains(NEW_SECRET), "{out}");
+    outputs.push(out);
+    let (code, out) = run_with(
+        &site,
+        &["apply", "--auto-approve"],
+        &[("PHOENIX_SECRET_DB_PASSWORD", NEW_SECRET)],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    assert!(!out.contains(NEW_SECRET), "{out}");
+    let svc: Value = http()
+        .get(format!("{}/services/web_app", engine("Portainer")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+            .to_string()
+            .contains(NEW_SECRET)
+    );
+    let (code, out) = run_with(
+        &site,
+        &["plan", "--detailed-exitcode"],
+        &[("PHOENIX_SECRET_DB_PASSWORD", NEW_SECRET)],
+    );
+    assert_eq!(code, Some(0), "{out}");
+    let env = [("PHOENIX_SECRET_DB_PASSWORD", NEW_SECRET)];
+
+    // The key lost: Portainer's admin exists already, so phoenix logs in (a wrong
+    // password is refused by name, never taken for "initialised"), then makes a new key.
+    std::fs::remove_file(&key_file).unwrap();
+    let wrong = "not-the-admin-password-x";
+    let (code, out) = run_with(
+        &site,
+        &["plan"],
+        &[env[0], ("PHOENIX_PORTAINER_PASSWORD", wrong)],
+    );
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("refuses the password"), "{out}");
+    assert!(!out.contains(wrong), "{out}");
+    let (code, out) = run_with(&site, &["plan", "--detailed-exitcode"], &env);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains(r#"api_key = "missing" -> "valid""#), "{out}");
+    assert!(!out.contains("portainer.stack.web will"), "{out}");
+    outputs.push(out);
+    let (code, out) = run_with(&site, &["apply", "--auto-approve"], &env);
+    assert_eq!(code, Some(0), "{out}");
+    outputs.push(out);
+    let new_key: Value =
+        serde_json::from_str(&std::fs::read_to_string(&key_file).unwrap()).unwrap();
+    assert_ne!(new_key["api_key"], json!(api_key));
+    let (code, out) = run_with(&site, &["plan", "--detailed-exitcode"], &env);
+    assert_eq!(code, Some(0), "{out}");
+    outputs.push(out);
+    let new_api_key = new_key["api_key"].as_str().unwrap().to_string();
+
     // No secret anywhere: outputs (with debug logs), the state, the manifests phoenix wrote.
     let state = std::fs::read_to_string(site.state_path()).unwrap();
-    for secret in [ADMIN_PASSWORD, STACK_SECRET, api_key.as_str()] {
+    for secret in [
+        ADMIN_PASSWORD,
+        STACK_SECRET,
+        NEW_SECRET,
+        api_key.as_str(),
+        new_api_key.as_str(),
+    ] {
         assert!(!state.contains(secret), "a secret in the state");
         for o in &outputs {
             assert!(!o.contains(secret), "a secret in the output:\n{o}");

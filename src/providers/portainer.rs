@@ -70,9 +70,9 @@ fn env(name: &str) -> Option<String> {
 
 impl PortainerSettings {
     pub fn resolve(site: Option<&Site>) -> Result<Self, ProviderError> {
-        let password = model::admin_password(site)
-            .map_err(ProviderError::Config)?
-            .map(|p| p.0);
+        // An unreadable password file is the manifests' diagnostic (model::portainer),
+        // reported only for a site that has Portainer; other sites must not fail on it.
+        let password = model::admin_password(site).ok().flatten().map(|p| p.0);
         let key_file = env("PHOENIX_PORTAINER_KEY_FILE")
             .map(PathBuf::from)
             .or_else(|| site.map(|s| s.root.join("state/portainer-api-key.json")))
