@@ -29,7 +29,9 @@ fn lab() -> &'static (String, Vec<(String, String)>) {
                 let cfg: phoenix_lab::WorldConfig = serde_json::from_value(json!({"nodes": [
                     {"hostname": "Portainer", "addr": "192.0.2.111"},
                     {"hostname": "drphoenix", "addr": "192.0.2.112",
-                     "aliases": ["portainer-agent.internal.thinkheads.ai"]}
+                     "aliases": ["portainer-agent.internal.thinkheads.ai"]},
+                    {"hostname": "seedmgr", "addr": "192.0.2.121"},
+                    {"hostname": "seedagent", "addr": "192.0.2.122"}
                 ]}))
                 .expect("world");
                 let lab = phoenix_lab::Lab::start(cfg, "127.0.0.1:0".parse().expect("addr"))
@@ -90,11 +92,12 @@ fn run(site: &Site, args: &[&str]) -> (Option<i32>, String) {
 
 fn run_with(site: &Site, args: &[&str], extra: &[(&str, &str)]) -> (Option<i32>, String) {
     let (portainer, _) = lab();
-    let hosts = format!(
-        "Portainer={},drphoenix={}",
-        engine("Portainer"),
-        engine("drphoenix")
-    );
+    let hosts = lab()
+        .1
+        .iter()
+        .map(|(h, u)| format!("{h}={u}"))
+        .collect::<Vec<_>>()
+        .join(",");
     let out = site
         .cmd(args)
         .env("PHOENIX_PORTAINER_URL", portainer)
@@ -146,7 +149,13 @@ fn stack_update_date() -> Value {
         .unwrap()
         .json()
         .unwrap();
-    stacks[0]["UpdateDate"].clone()
+    stacks
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["Name"] == "web")
+        .unwrap()["UpdateDate"]
+        .clone()
 }
 
 static KEY_FILE: OnceLock<std::path::PathBuf> = OnceLock::new();
@@ -329,4 +338,67 @@ fn swarm_site_with_portainer_plans_applies_replans_empty_and_shows_service_drift
         }
     }
     assert!(state.contains("portainer.stack.web"));
+}
+
+/// The seed's own `qdrant_service` stack (its compose file and Traefik labels,
+/// unchanged) on a second swarm of the same Portainer. It runs beside the test
+/// above: whichever initialises the admin first, the other finds it
+/// initialised (409) or existing and logs in.
+#[test]
+fn the_seeds_qdrant_stack_deploys_with_its_traefik_labels_and_replans_empty() {
+    let site = Site::new(&[]);
+    let mut mgr = vm_from_image(1711, "seedmgr", 121);
+    mgr["swarm_role"] = json!("manager");
+    mgr["portainer_role"] = json!("primary");
+    let mut agent = vm_from_image(1712, "seedagent", 122);
+    agent["swarm_role"] = json!("worker");
+    agent["portainer_role"] = json!("agent");
+    agent["docker_stacks"] = json!(["qdrant_service"]);
+    site.set_vms(&[mgr, agent]);
+    let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../shared/fixtures/phoenix-seed/stacks/qdrant_service");
+    let dir = site.root().join("stacks/qdrant_service");
+    std::fs::create_dir_all(&dir).unwrap();
+    for f in ["docker-compose.yml", "phoenix.json"] {
+        std::fs::copy(seed.join(f), dir.join(f)).unwrap();
+    }
+
+    let (code, out) = run(&site, &["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(2), "{out}");
+    for want in [
+        "+ portainer.endpoint.seedagent",
+        "tcp://192.0.2.122:9001",
+        "+ portainer.stack.qdrant_service",
+        "traefik.http.routers.qdrant.rule=Host(`qdrant.internal.thinkheads.ai`)",
+    ] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    let (code, out) = run(&site, &["apply", "--auto-approve"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(&site, &["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "{out}");
+
+    let svc: Value = http()
+        .get(format!(
+            "{}/services/qdrant_service_qdrant",
+            engine("seedmgr")
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let labels = &svc["Spec"]["Labels"];
+    assert_eq!(
+        labels["com.docker.stack.namespace"],
+        json!("qdrant_service")
+    );
+    assert_eq!(
+        labels["traefik.http.services.qdrant.loadbalancer.server.port"],
+        json!("6333"),
+        "{svc}"
+    );
+    assert_eq!(
+        svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"],
+        json!("qdrant/qdrant:latest")
+    );
 }
