@@ -1177,7 +1177,7 @@ fn parse_mac(mac: &str) -> Result<[u8; 6], ()> {
 
 /// Whether a variable name says it holds a secret: `DATABASE_PASS`, `API_TOKEN`,
 /// `JWT_SECRET`, `APIKEY`, `ADMIN_PASSWORD`...
-pub(super) fn looks_secret(name: &str) -> bool {
+pub fn looks_secret(name: &str) -> bool {
     let upper = name.to_ascii_uppercase();
     if ["PASSWORD", "SECRET", "TOKEN"]
         .iter()

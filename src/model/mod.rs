@@ -16,6 +16,7 @@ pub mod firewall;
 pub mod lxc;
 pub mod lxc_conf;
 pub mod normalize;
+pub mod portainer;
 pub mod propstring;
 pub mod snapshot;
 pub mod storage;
@@ -235,6 +236,7 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &feature::FeatureKind,
         &feature::AppKind,
         &swarm::SwarmKind,
+        &portainer::PortainerKind,
     ]
 }
 
@@ -255,6 +257,7 @@ pub fn kinds() -> &'static [&'static dyn Kind] {
         &feature::FeatureKind,
         &feature::AppKind,
         &swarm::SwarmKind,
+        &portainer::PortainerKind,
         &testkind::SecretKind,
     ]
 }

@@ -225,6 +225,7 @@ pub fn settings(site: Option<&Site>) -> Result<Settings> {
         proxmox: providers::proxmox::PveSettings::resolve(site)?,
         host: providers::host::HostSettings::resolve(site)?,
         docker: providers::docker::DockerSettings::resolve(site)?,
+        portainer: providers::portainer::PortainerSettings::resolve(site)?,
     })
 }
 

@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod host;
+pub mod portainer;
 pub mod proxmox;
 
 use std::collections::BTreeMap;
@@ -194,6 +195,12 @@ pub fn registry(
             reg.insert(p);
         }
     }
+    if kinds.contains(crate::model::portainer::KIND) {
+        reg.insert(Arc::new(portainer::PortainerProvider::new(
+            settings.portainer.clone(),
+            Arc::new(docker::Engines::new(&settings.docker)),
+        )));
+    }
     Ok(reg)
 }
 
@@ -203,4 +210,5 @@ pub struct Settings {
     pub proxmox: proxmox::PveSettings,
     pub host: host::HostSettings,
     pub docker: docker::DockerSettings,
+    pub portainer: portainer::PortainerSettings,
 }

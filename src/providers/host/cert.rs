@@ -563,7 +563,7 @@ fn acme_error(directory: &str, e: instant_acme::Error) -> ProviderError {
 }
 
 /// Write a file only its owner can read: created 0600, renamed into place.
-fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     if let Some(dir) = path.parent() {
