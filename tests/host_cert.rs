@@ -239,7 +239,7 @@ fn http_01_is_validated_for_real_through_the_gateways_webroot() {
     let webroot = lab.guest_file(466, "/var/www/html");
     std::fs::create_dir_all(&webroot).unwrap();
     let port = pebble::free_port();
-    let mut server = Command::new("python3")
+    let server = Command::new("python3")
         .args([
             "-m",
             "http.server",
@@ -253,10 +253,18 @@ fn http_01_is_validated_for_real_through_the_gateways_webroot() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .unwrap();
+    // Stopped however the test ends.
+    struct Stop(std::process::Child);
+    impl Drop for Stop {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let server = Stop(server);
     let ca = Pebble::validating(port, None);
     let out = run(&lab, &site, &["apply", "--auto-approve"], &ca.env());
-    let _ = server.kill();
-    let _ = server.wait();
+    drop(server);
     ok(&out);
     let info = openssl_text(&lab.host_file("/srv/phoenix-test/real/real.crt"));
     assert!(info.contains("DNS:real.lab.example.internal"), "{info}");
