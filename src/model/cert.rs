@@ -37,6 +37,19 @@ pub static SCHEMA: KindSchema = KindSchema {
 /// Attributes whose change means a new certificate, not new file modes.
 pub const REISSUE: [&str; 3] = ["sans", "issuer", "renewal_due"];
 
+/// Whether the certificate must be issued anew: none yet, or one of
+/// [`REISSUE`] differs (owner and mode alone are fixed in place).
+pub fn needs_new(desired: &DesiredResource, live: Option<&LiveObject>) -> bool {
+    live.is_none_or(|l| {
+        REISSUE.iter().any(|a| {
+            desired
+                .attrs
+                .get(*a)
+                .is_some_and(|d| l.attrs.get(*a) != Some(d))
+        })
+    })
+}
+
 /// Why the plan re-issues (or only fixes the files).
 fn update_notes(changed: &[String], live: &Attrs) -> Vec<String> {
     let mut why = Vec::new();

@@ -27,7 +27,6 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
 use super::{Address, Attrs, DesiredResource, Kind, KindSchema, LiveObject};
 use crate::manifest::files::LxcConfig;
@@ -141,29 +140,30 @@ pub fn inputs(site: &Site, ctid: &str, cfg: &LxcConfig) -> Vec<(String, String)>
     env
 }
 
-fn sha256(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
-
 fn inputs_sha256(env: &[(String, String)]) -> String {
-    sha256(json!(env).to_string().as_bytes())
+    super::sha256_hex(json!(env).to_string().as_bytes())
 }
 
 /// The desired provisioning of every container: `(features, apps)`.
 pub fn desired_all(site: &Site) -> (Vec<DesiredResource>, Vec<DesiredResource>) {
     let mut features = Vec::new();
     let mut apps = Vec::new();
+    // Once for the site, not once per container: the raw lines a script may need.
+    let confs: std::collections::BTreeSet<String> = super::lxc_conf::LxcConfKind
+        .desired(site)
+        .map(|all| {
+            all.into_iter()
+                .map(|r| r.address.name().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
     for (ctid, cfg) in &site.lxc.lxc_configs {
         let guest = Address::new(super::lxc::KIND, ctid.as_str());
         let env = inputs(site, ctid, cfg);
         let inputs = inputs_sha256(&env);
         // After the raw lines (an AppArmor profile, a device) that a script may need.
         let mut after = vec![guest.clone()];
-        if super::lxc_conf::LxcConfKind
-            .desired(site)
-            .ok()
-            .is_some_and(|all| all.iter().any(|r| r.address.name() == ctid))
-        {
+        if confs.contains(ctid.as_str()) {
             after.push(Address::new(super::lxc_conf::KIND, ctid.as_str()));
         }
         let parent = inherited(site, cfg);
@@ -254,7 +254,7 @@ fn resource(
     depends_on: Vec<Address>,
 ) -> DesiredResource {
     let mut attrs = Map::new();
-    attrs.insert("script_sha256".into(), json!(sha256(script)));
+    attrs.insert("script_sha256".into(), json!(super::sha256_hex(script)));
     attrs.insert("inputs_sha256".into(), json!(inputs));
     let mut create = Map::new();
     // What the provider runs: the script itself and its environment (not compared: their hashes are).

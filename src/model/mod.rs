@@ -121,6 +121,29 @@ impl Desired {
     }
 }
 
+impl DesiredResource {
+    /// A text attribute, or "" when absent.
+    pub fn attr_str(&self, key: &str) -> &str {
+        self.attrs
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+
+    /// A text create-only value, or "" when absent.
+    pub fn create_str(&self, key: &str) -> &str {
+        self.create
+            .get(key)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+    }
+}
+
+/// The sha256 of `bytes` in hex, as `sha256sum` prints it.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
 /// One object as read from the real system, normalized to the kind's attributes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct LiveObject {

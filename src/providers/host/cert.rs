@@ -386,14 +386,7 @@ impl CertProvider {
         key_pem: &str,
         chain_pem: &str,
     ) -> Result<(), ProviderError> {
-        let s = |k: &str| {
-            desired
-                .attrs
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
+        let s = |k: &str| desired.attr_str(k).to_string();
         let (cert, key) = (s("cert_path"), s("key_path"));
         let mut input = String::with_capacity(key_pem.len() + chain_pem.len() + 20);
         input.push_str(key_pem.trim_end());
@@ -427,23 +420,8 @@ impl CertProvider {
         ctx: &dyn OpContext,
     ) -> Result<LiveObject, ProviderError> {
         let addr = &desired.address;
-        let s = |k: &str| {
-            desired
-                .attrs
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let reissue = live.is_none_or(|l| {
-            model::REISSUE.iter().any(|a| {
-                desired
-                    .attrs
-                    .get(*a)
-                    .is_some_and(|d| l.attrs.get(*a) != Some(d))
-            })
-        });
-        if reissue {
+        let s = |k: &str| desired.attr_str(k).to_string();
+        if model::needs_new(desired, live) {
             let names: Vec<String> = desired.attrs["sans"]
                 .as_array()
                 .map(|a| {

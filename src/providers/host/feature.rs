@@ -111,15 +111,7 @@ impl FeatureProvider {
             )));
         };
         let g = g.as_ref();
-        let text = |k: &str| {
-            desired
-                .create
-                .get(k)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
-        let (script, name) = (text("script"), text("name"));
+        let (script, name) = (desired.create_str("script"), desired.create_str("name"));
         let made = g
             .exec(
                 &sh(

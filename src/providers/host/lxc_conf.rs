@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use super::install::{self, sh};
 use super::{Host, Machine};
@@ -50,10 +49,6 @@ struct Located {
 
 fn conf_path(node: &str, vmid: u32) -> String {
     format!("/etc/pve/nodes/{node}/lxc/{vmid}.conf")
-}
-
-fn sha256(text: &str) -> String {
-    hex::encode(Sha256::digest(text.as_bytes()))
 }
 
 impl LxcConfProvider {
@@ -104,7 +99,13 @@ impl LxcConfProvider {
     }
 
     async fn replace(&self, path: &str, old: &str, new: &str) -> Result<(), ProviderError> {
-        let argv = sh(REPLACE, &[self.host.path(path), sha256(old)]);
+        let argv = sh(
+            REPLACE,
+            &[
+                self.host.path(path),
+                crate::model::sha256_hex(old.as_bytes()),
+            ],
+        );
         let out = self.host.exec(&argv, Some(new.as_bytes())).await?;
         if out.success() {
             Ok(())
@@ -158,18 +159,14 @@ impl LxcConfProvider {
         let at = self.locate(addr, true).await?.ok_or_else(|| {
             ProviderError::NotFound(format!("the container of {addr} (lxc.{})", addr.name()))
         })?;
-        let text = |name: &str| {
-            desired
-                .attrs
-                .get(name)
-                .and_then(Value::as_str)
-                .unwrap_or_default()
-                .to_string()
-        };
         // The host directories first: a bind mount of a missing one stops the container's start.
         self.make_dirs(desired, ctx).await?;
         let old = self.content(addr, &at).await?;
-        let new = model::rewrite(&old, &text("lines"), &text("bind_mounts"));
+        let new = model::rewrite(
+            &old,
+            desired.attr_str("lines"),
+            desired.attr_str("bind_mounts"),
+        );
         if new != old {
             let path = conf_path(&at.node, at.vmid);
             ctx.progress("Writing", &format!("{addr} {path} on the host"));
