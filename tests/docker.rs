@@ -77,11 +77,13 @@ fn start_dockerd() -> Result<String, String> {
         .map_err(|e| e.to_string())?
         .keep();
     let sock = dir.join("docker.sock");
-    // The launcher stops dockerd when this process ends (its stdin reaches EOF), then removes the dir.
+    // The launcher stops dockerd when this process ends (its stdin reaches EOF), then removes the dir;
+    // the overlay networks' namespaces stay mounted after dockerd exits, and would keep it.
     let script = format!(
         "dockerd --storage-driver=vfs --data-root {d}/data --exec-root {d}/exec --pidfile {d}/docker.pid \
          -H unix://{s} --iptables=false --ip6tables=false --bridge=none >{d}/log 2>&1 & pid=$!; \
-         cat >/dev/null; kill $pid; wait $pid; rm -rf {d}",
+         cat >/dev/null; kill $pid; wait $pid; for m in {d}/exec/netns/*; do umount $m; done 2>/dev/null; \
+         rm -rf {d}",
         d = dir.display(),
         s = sock.display()
     );
@@ -207,6 +209,8 @@ async fn scenario(manager_url: &str) -> Vec<String> {
             "--detach",
             "--name",
             "app",
+            "--label",
+            "tier=web",
         ])
         .args(["--secret", &format!("source={v1},target=db_password")])
         .arg("busybox:latest")
@@ -217,6 +221,29 @@ async fn scenario(manager_url: &str) -> Vec<String> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The service filters, as the Engine reads them: names and ids are
+    // prefixes, `label=key=` asks for the key only, an unknown key is an error.
+    for f in [
+        "name=ap",
+        "name=pp",
+        "label=tier",
+        "label=tier=",
+        "label=tier=db",
+        "mode=replicated",
+        "mode=global",
+        "bogus=1",
+    ] {
+        let out = Command::new("docker")
+            .args(["-H", &docker_host, "service", "ls", "--format", "{{.Name}}"])
+            .args(["--filter", f])
+            .output()
+            .unwrap();
+        log.push(format!(
+            "services {f}: {}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
     write_secret(root.path(), "db_password", "second value");
     let v2 = secret_version("db_password", b"second value");
     let sec2 = desired(Object::Secret("db_password".into()), json!({"version": v2}));
@@ -292,6 +319,11 @@ async fn lab_and_dockerd_agree_on_the_swarm_scenario() {
     assert!(
         on_lab.iter().any(|l| l == "secrets: V2"),
         "the old version is gone: {on_lab:?}"
+    );
+    assert!(
+        on_lab.iter().any(|l| l == "services name=ap: app")
+            && on_lab.iter().any(|l| l == "services name=pp: "),
+        "{on_lab:?}"
     );
     match dockerd() {
         Ok(url) => {

@@ -494,6 +494,50 @@ async fn endpoints_are_forms_and_stacks_become_services() {
         svcs[0]["Spec"]["Labels"]["com.docker.stack.namespace"],
         "qdrant_service"
     );
+    // The proxy honours the service filters as the Engine does (tests/docker.rs
+    // holds the lab's engine to the real one on the same filters).
+    for (filters, want) in [
+        (
+            json!({"label": ["com.docker.stack.namespace=qdrant_service"]}),
+            1,
+        ),
+        (
+            json!({"label": {"com.docker.stack.namespace=qdrant_service": true}}),
+            1,
+        ),
+        (json!({"label": ["com.docker.stack.namespace="]}), 1),
+        (json!({"label": ["com.docker.stack.namespace=other"]}), 0),
+        (
+            json!({"label": ["com.docker.stack.namespace=qdrant_service", "absent"]}),
+            0,
+        ),
+        (json!({"name": ["qdrant_service_q"]}), 1),
+        (json!({"name": ["service"]}), 0),
+        (json!({"mode": ["replicated"]}), 1),
+        (json!({"mode": ["global"]}), 0),
+    ] {
+        let r = c
+            .get(format!("{p}/api/endpoints/{eid}/docker/services"))
+            .query(&[("filters", filters.to_string())])
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{filters}");
+        let list: Value = r.json().await.unwrap();
+        assert_eq!(list.as_array().unwrap().len(), want, "{filters}: {list}");
+    }
+    let r = c
+        .get(format!("{p}/api/endpoints/{eid}/docker/services"))
+        .query(&[("filters", r#"{"Label": ["x"]}"#)])
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "an unknown filter key is the Engine's 400");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["message"], "Invalid filter 'Label'");
+
     let sid = st["Id"].as_u64().unwrap();
     let r = c
         .get(format!("{p}/api/stacks/{sid}/file"))
