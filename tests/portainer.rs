@@ -31,7 +31,10 @@ fn lab() -> &'static (String, Vec<(String, String)>) {
                     {"hostname": "drphoenix", "addr": "192.0.2.112",
                      "aliases": ["portainer-agent.internal.thinkheads.ai"]},
                     {"hostname": "seedmgr", "addr": "192.0.2.121"},
-                    {"hostname": "seedagent", "addr": "192.0.2.122"}
+                    {"hostname": "seedagent", "addr": "192.0.2.122"},
+                    {"hostname": "upmgr", "addr": "192.0.2.131"},
+                    {"hostname": "upagent", "addr": "192.0.2.132",
+                     "aliases": ["upagent-a.lab", "upagent-b.lab"]}
                 ]}))
                 .expect("world");
                 let lab = phoenix_lab::Lab::start(cfg, "127.0.0.1:0".parse().expect("addr"))
@@ -401,4 +404,100 @@ fn the_seeds_qdrant_stack_deploys_with_its_traefik_labels_and_replans_empty() {
         svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"],
         json!("qdrant/qdrant:latest")
     );
+}
+
+/// A Portainer API GET with the site's key.
+fn portainer_get(site: &Site, path: &str) -> Value {
+    let key: Value = serde_json::from_str(
+        &std::fs::read_to_string(site.root().join("state/portainer-api-key.json")).unwrap(),
+    )
+    .unwrap();
+    http()
+        .get(format!("{}/api{path}", lab().0))
+        .header("X-API-Key", key["api_key"].as_str().unwrap())
+        .send()
+        .unwrap()
+        .json()
+        .unwrap()
+}
+
+/// An agent environment's URL changes in place (`PUT /api/endpoints/{id}`):
+/// same environment, its stack neither removed nor redeployed.
+#[test]
+fn an_environment_changes_in_place_and_keeps_its_stack() {
+    let site = Site::new(&[]);
+    let mut mgr = vm_from_image(1721, "upmgr", 131);
+    mgr["swarm_role"] = json!("manager");
+    mgr["portainer_role"] = json!("primary");
+    let mut agent = vm_from_image(1722, "upagent", 132);
+    agent["swarm_role"] = json!("worker");
+    agent["portainer_role"] = json!("agent");
+    agent["portainer_agent_hostname"] = json!("upagent-a.lab");
+    agent["docker_stacks"] = json!(["upweb"]);
+    site.set_vms(&[mgr.clone(), agent.clone()]);
+    let dir = site.root().join("stacks/upweb");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        "version: '3.8'\nservices:\n  app:\n    image: nginx:1.25\n    environment:\n      - MODE=prod\n    deploy:\n      replicas: 2\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("phoenix.json"),
+        r#"{"environments": {"production": {}}}"#,
+    )
+    .unwrap();
+
+    let (code, out) = run(&site, &["apply", "--auto-approve"]);
+    assert_eq!(code, Some(0), "{out}");
+    let (code, out) = run(&site, &["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "{out}");
+    let find = |list: Value, name: &str| -> Value {
+        list.as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["Name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} missing from {list}"))
+    };
+    let ep = find(portainer_get(&site, "/endpoints"), "upagent");
+    assert_eq!(ep["URL"], json!("tcp://upagent-a.lab:9001"));
+    let stack = find(portainer_get(&site, "/stacks"), "upweb");
+
+    // The agent moves to another name: an update of the environment, nothing else.
+    agent["portainer_agent_hostname"] = json!("upagent-b.lab");
+    site.set_vms(&[mgr, agent]);
+    let (code, out) = run(&site, &["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(2), "{out}");
+    for want in [
+        "portainer.endpoint.upagent will be updated in-place",
+        "tcp://upagent-b.lab:9001",
+    ] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    assert!(!out.contains("must be replaced"), "{out}");
+    assert!(!out.contains("portainer.stack.upweb will"), "{out}");
+    // No --allow-destroy: nothing is destroyed.
+    let (code, out) = run(&site, &["apply", "--auto-approve"]);
+    assert_eq!(code, Some(0), "{out}");
+    let after = find(portainer_get(&site, "/endpoints"), "upagent");
+    assert_eq!(after["Id"], ep["Id"], "the same environment");
+    assert_eq!(after["URL"], json!("tcp://upagent-b.lab:9001"));
+    assert_eq!(after["TLSConfig"], ep["TLSConfig"]);
+    let stack_after = find(portainer_get(&site, "/stacks"), "upweb");
+    assert_eq!(stack_after["Id"], stack["Id"], "the stack was not removed");
+    assert_eq!(stack_after["UpdateDate"], json!(0), "nor redeployed");
+    let svc: Value = http()
+        .get(format!("{}/services/upweb_app", engine("upmgr")))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(
+        svc["Spec"]["Mode"]["Replicated"]["Replicas"],
+        json!(2),
+        "{svc}"
+    );
+    let (code, out) = run(&site, &["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "{out}");
 }

@@ -143,6 +143,7 @@ fn route(w: &mut World, req: &Request) -> Res {
                 .map(|e| Reply::json(200, e))
                 .ok_or_else(endpoint_not_found)
         }
+        ("PUT", ["endpoints", id]) => endpoint_update(w, req, id),
         ("DELETE", ["endpoints", id]) => {
             let id = endpoint_id(id)?;
             w.portainer
@@ -542,6 +543,95 @@ fn endpoint_create(w: &mut World, req: &Request) -> Res {
     });
     w.portainer.endpoints.insert(id, e.clone());
     Ok(Reply::json(200, e))
+}
+
+/// A field of an update payload: absent (or JSON null, as Go leaves a nil
+/// pointer) is `None`; present with the wrong type is Go's decode error.
+fn field<'a, T>(
+    body: &'a Value,
+    key: &str,
+    as_t: impl Fn(&'a Value) -> Option<T>,
+) -> Result<Option<T>, Reply> {
+    match get(body, key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => as_t(v).map(Some).ok_or_else(|| {
+            error(
+                400,
+                "Invalid request payload",
+                &format!(
+                    "json: cannot unmarshal {v} into Go struct field endpointUpdatePayload.{key}"
+                ),
+            )
+        }),
+    }
+}
+
+/// `PUT /api/endpoints/{id}` as Portainer's `endpointUpdate`: every field is
+/// optional; the skip flags count only beside `TLS: true`, and `TLS: false`
+/// clears them. Portainer re-creates its proxy to the agent and does not
+/// call it, so a new URL is stored whether the agent answers there or not.
+fn endpoint_update(w: &mut World, req: &Request, id: &str) -> Res {
+    let id = endpoint_id(id)?;
+    let body = json_body(req)?;
+    if !body.is_object() {
+        return Err(error(
+            400,
+            "Invalid request payload",
+            "json: cannot unmarshal into Go value of type endpointUpdatePayload",
+        ));
+    }
+    let name = field(&body, "Name", Value::as_str)?;
+    let url = field(&body, "URL", Value::as_str)?;
+    let public = field(&body, "PublicURL", Value::as_str)?;
+    let group = field(&body, "GroupID", Value::as_u64)?;
+    let tls = field(&body, "TLS", Value::as_bool)?;
+    let skip = field(&body, "TLSSkipVerify", Value::as_bool)?;
+    let skip_client = field(&body, "TLSSkipClientVerify", Value::as_bool)?;
+    if !w.portainer.endpoints.contains_key(&id) {
+        return Err(endpoint_not_found());
+    }
+    if let Some(n) = name
+        && w.portainer
+            .endpoints
+            .iter()
+            .any(|(other, e)| *other != id && e["Name"] == n)
+    {
+        return Err(error(409, "Name is not unique", "Name is not unique"));
+    }
+    let e = w
+        .portainer
+        .endpoints
+        .get_mut(&id)
+        .ok_or_else(endpoint_not_found)?;
+    if let Some(n) = name {
+        e["Name"] = json!(n);
+    }
+    if let Some(u) = url {
+        e["URL"] = json!(u);
+    }
+    if let Some(p) = public {
+        e["PublicURL"] = json!(p);
+    }
+    if let Some(g) = group {
+        e["GroupId"] = json!(g);
+    }
+    match tls {
+        Some(true) => {
+            e["TLSConfig"]["TLS"] = json!(true);
+            if let Some(s) = skip {
+                e["TLSConfig"]["TLSSkipVerify"] = json!(s);
+            }
+            if let Some(s) = skip_client {
+                e["TLSConfig"]["TLSSkipClientVerify"] = json!(s);
+            }
+        }
+        Some(false) => {
+            e["TLSConfig"] =
+                json!({"TLS": false, "TLSSkipVerify": false, "TLSSkipClientVerify": false});
+        }
+        None => {}
+    }
+    Ok(Reply::json(200, e.clone()))
 }
 
 fn stack(w: &World, id: &str) -> Result<Stack, Reply> {

@@ -4,7 +4,7 @@
 //! | address | from | attributes |
 //! |---------|------|------------|
 //! | `portainer.admin` | `portainer_api.admin_user` (default `admin`) | `username`, `password` (sensitive), `api_key` (`valid`: phoenix holds a working key) |
-//! | `portainer.endpoint.<name>` | each VM with `portainer_role: agent`, named by `portainer_environment_name` (else the VM name) | `url`, `tls`, `tls_skip_verify`, `tls_skip_client_verify`, `group_id`; all force replacement |
+//! | `portainer.endpoint.<name>` | each VM with `portainer_role: agent`, named by `portainer_environment_name` (else the VM name) | `url`, `tls`, `tls_skip_verify`, `tls_skip_client_verify`, `group_id`; all updated in place |
 //! | `portainer.stack.<name>` | the `docker_stacks` of the agent VMs | `endpoint` (forces replacement), `compose` (the rendered file), `env`, `secret_env` (sensitive), `services` (per service: `image`, `replicas`, `env`) |
 //!
 //! Only a site with a swarm (`swarm_role: manager`) and a Portainer
@@ -42,14 +42,10 @@ pub const AGENT_PORT: u16 = 9001;
 pub static SCHEMA: KindSchema = KindSchema {
     kind: KIND,
     provider: "portainer",
-    force_new: &[
-        "url",
-        "tls",
-        "tls_skip_verify",
-        "tls_skip_client_verify",
-        "group_id",
-        "endpoint",
-    ],
+    // An environment's URL, TLS flags and group change in place
+    // (`PUT /api/endpoints/{id}`): replacing it would take its stacks with it.
+    // A stack cannot move to another environment's swarm by an update.
+    force_new: &["endpoint"],
     grow_only: &[],
     sensitive: &["password", "secret_env"],
     // Removing an environment removes its stacks; removing a stack its services.

@@ -762,6 +762,58 @@ impl PortainerProvider {
         Ok(())
     }
 
+    /// Change an environment in place (`PUT /api/endpoints/{id}`): only what
+    /// differs is sent. The three TLS flags go together: Portainer reads the
+    /// skip flags only beside `TLS`, and `TLS: false` clears them.
+    async fn update_endpoint(
+        &self,
+        d: &DesiredResource,
+        live: &LiveObject,
+        name: &str,
+    ) -> Result<(), ProviderError> {
+        let id = live.remote["id"].as_u64().ok_or_else(|| {
+            ProviderError::Other(format!("the environment {name} has no id in Portainer"))
+        })?;
+        let differs = |k: &str| d.attrs.get(k) != live.attrs.get(k);
+        let mut body = Map::new();
+        if differs("url") {
+            body.insert("URL".into(), json!(d.attr_str("url")));
+        }
+        if differs("group_id") {
+            body.insert(
+                "GroupID".into(),
+                json!(d.attrs["group_id"].as_u64().unwrap_or(1)),
+            );
+        }
+        if ["tls", "tls_skip_verify", "tls_skip_client_verify"]
+            .iter()
+            .any(|k| differs(k))
+        {
+            for (field, k) in [
+                ("TLS", "tls"),
+                ("TLSSkipVerify", "tls_skip_verify"),
+                ("TLSSkipClientVerify", "tls_skip_client_verify"),
+            ] {
+                body.insert(
+                    field.into(),
+                    json!(d.attrs.get(k).and_then(Value::as_bool).unwrap_or(false)),
+                );
+            }
+        }
+        if body.is_empty() {
+            return Ok(());
+        }
+        self.ok(
+            Method::PUT,
+            &format!("/endpoints/{id}"),
+            &[],
+            Body::Json(Value::Object(body)),
+            &format!("updating the environment {name}"),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn deploy_stack(
         &self,
         d: &DesiredResource,
@@ -865,14 +917,18 @@ impl ResourceProvider for PortainerProvider {
             let addr = &desired.address;
             match Object::of(addr) {
                 Some(Object::Admin) => self.new_key(desired, ctx).await?,
+                Some(Object::Endpoint(n)) => {
+                    ctx.progress("Updating", &format!("the agent environment {n}"));
+                    self.update_endpoint(desired, live, &n).await?;
+                }
                 Some(Object::Stack(n)) => {
                     ctx.progress("Redeploying", &format!("stack {n}"));
                     self.deploy_stack(desired, &n, live.remote["id"].as_u64())
                         .await?;
                 }
-                _ => {
+                None => {
                     return Err(ProviderError::Other(format!(
-                        "{addr} cannot be changed in place"
+                        "{addr} is not a Portainer object phoenix knows"
                     )));
                 }
             }
