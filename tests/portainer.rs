@@ -123,7 +123,11 @@ fn http() -> reqwest::blocking::Client {
 
 /// Change a service directly in the lab's engine, as `docker service update` would.
 fn edit_service(name: &str, f: impl FnOnce(&mut Value)) {
-    let base = engine("Portainer");
+    edit_service_on("Portainer", name, f)
+}
+
+fn edit_service_on(host: &str, name: &str, f: impl FnOnce(&mut Value)) {
+    let base = engine(host);
     let s: Value = http()
         .get(format!("{base}/services/{name}"))
         .send()
@@ -421,10 +425,44 @@ fn portainer_get(site: &Site, path: &str) -> Value {
         .unwrap()
 }
 
+/// The stack's services as the Portainer provider reads them, with these
+/// engines (by VM name) for a swarm whose manager is `upmgr`.
+fn stack_services_with_engines(site: &Site, hosts: &[(&str, &str)]) -> Value {
+    use phoenix::providers::ResourceProvider;
+    use phoenix::providers::docker::{DockerSettings, Engines};
+    use phoenix::providers::portainer::{PortainerProvider, PortainerSettings};
+    let docker = DockerSettings {
+        hosts: hosts
+            .iter()
+            .map(|(n, u)| (n.to_string(), u.to_string()))
+            .collect(),
+        manager: Some("upmgr".into()),
+        ..Default::default()
+    };
+    let p = PortainerProvider::new(
+        // The key the CLI's apply kept: no login needed.
+        PortainerSettings {
+            url: Some(lab().0.clone()),
+            key_file: site.root().join("state/portainer-api-key.json"),
+            ..Default::default()
+        },
+        std::sync::Arc::new(Engines::new(&docker)),
+    );
+    let addr = phoenix::model::portainer::Object::Stack("upweb".into()).address();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let live = rt
+        .block_on(p.refresh(std::slice::from_ref(&addr)))
+        .unwrap_or_else(|e| panic!("refresh without the manager's engine: {e}"));
+    Value::Object(live[&addr].attrs.clone())
+}
+
 /// An agent environment's URL changes in place (`PUT /api/endpoints/{id}`):
-/// same environment, its stack neither removed nor redeployed.
+/// same environment, its stack neither removed nor redeployed. Then the
+/// stack's services are read through Portainer's Docker proxy when phoenix
+/// has no engine for the swarm's manager, or cannot reach it, and a service
+/// scaled behind phoenix's back still differs by field.
 #[test]
-fn an_environment_changes_in_place_and_keeps_its_stack() {
+fn an_environment_changes_in_place_and_stacks_are_read_through_portainer_without_the_engine() {
     let site = Site::new(&[]);
     let mut mgr = vm_from_image(1721, "upmgr", 131);
     mgr["swarm_role"] = json!("manager");
@@ -500,4 +538,24 @@ fn an_environment_changes_in_place_and_keeps_its_stack() {
     );
     let (code, out) = run(&site, &["plan", "--detailed-exitcode"]);
     assert_eq!(code, Some(0), "{out}");
+
+    // Scaled behind phoenix's back; phoenix has no engine for the manager,
+    // then one that does not answer: the services come through Portainer.
+    edit_service_on("upmgr", "upweb_app", |s| {
+        s["Mode"]["Replicated"]["Replicas"] = json!(5);
+    });
+    let want = json!({"services": {"app": {"image": "nginx:1.25", "replicas": 2, "env": {"MODE": "prod"}}}});
+    let want = want.as_object().unwrap();
+    for hosts in [vec![], vec![("upmgr", "http://127.0.0.1:1")]] {
+        let live = stack_services_with_engines(&site, &hosts);
+        assert_eq!(live["services"]["app"]["replicas"], json!(5), "{live}");
+        assert_eq!(
+            phoenix::plan::diff::attr_differences("portainer", want, live.as_object().unwrap()),
+            ["services.app.replicas"],
+            "{live}"
+        );
+    }
+    // With the manager's engine, the same.
+    let live = stack_services_with_engines(&site, &[("upmgr", &engine("upmgr"))]);
+    assert_eq!(live["services"]["app"]["replicas"], json!(5), "{live}");
 }

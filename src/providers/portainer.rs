@@ -108,6 +108,9 @@ pub struct PortainerProvider {
     engines: Arc<Engines>,
     /// The credentials found at the first authenticated call; reset when the admin changes.
     auth: Mutex<Option<Option<Auth>>>,
+    /// Why the manager's engine could not be used, once it failed: the
+    /// services are read through Portainer for the rest of the run.
+    via_portainer: std::sync::OnceLock<String>,
 }
 
 fn is_loopback(url: &str) -> bool {
@@ -224,6 +227,45 @@ fn env_list(d: &DesiredResource) -> Value {
     Value::Array(out)
 }
 
+/// `services` of a stack (per compose service: `image`, `replicas` or
+/// `global`, non-secret `env`) from the Engine's service objects.
+fn summarize_services(stack: &str, list: &[Value]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for s in list {
+        let spec = &s["Spec"];
+        let full = spec["Name"].as_str().unwrap_or_default();
+        let name = full.strip_prefix(&format!("{stack}_")).unwrap_or(full);
+        let container = &spec["TaskTemplate"]["ContainerSpec"];
+        // The Engine pins the image by digest; the compose file names the tag.
+        let image = container["Image"]
+            .as_str()
+            .unwrap_or_default()
+            .split('@')
+            .next()
+            .unwrap_or_default();
+        let mode = &spec["Mode"];
+        let replicas = if mode.get("Global").is_some_and(|g| !g.is_null()) {
+            json!("global")
+        } else {
+            json!(mode["Replicated"]["Replicas"].as_u64().unwrap_or(1))
+        };
+        let env: BTreeMap<String, String> = container["Env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(|e| e.split_once('='))
+            .filter(|(k, _)| !looks_secret(k))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        out.insert(
+            name.to_string(),
+            json!({"image": image, "replicas": replicas, "env": env}),
+        );
+    }
+    out
+}
+
 impl PortainerProvider {
     pub fn new(settings: PortainerSettings, engines: Arc<Engines>) -> Self {
         PortainerProvider {
@@ -231,6 +273,7 @@ impl PortainerProvider {
             http: OnceCell::new(),
             engines,
             auth: Mutex::new(None),
+            via_portainer: std::sync::OnceLock::new(),
         }
     }
 
@@ -459,13 +502,67 @@ impl PortainerProvider {
         }
     }
 
-    /// The services of a stack as the swarm runs them.
-    async fn services(&self, stack: &str) -> Result<Map<String, Value>, ProviderError> {
+    /// The services of a stack as the swarm runs them: from the manager's
+    /// engine, else (phoenix has no engine for the manager, or it does not
+    /// answer) through Portainer's Docker proxy on the stack's environment,
+    /// which reaches the same swarm through the agent. Either way the same
+    /// Engine objects, read the same way.
+    async fn services(
+        &self,
+        stack: &str,
+        endpoint_id: Option<u64>,
+    ) -> Result<Map<String, Value>, ProviderError> {
+        let label = format!("{NAMESPACE_LABEL}={stack}");
+        let engine_err = if self.via_portainer.get().is_some() {
+            None
+        } else {
+            match self.services_from_engine(stack, &label).await {
+                Ok(list) => return Ok(summarize_services(stack, &list)),
+                Err(e @ (ProviderError::Config(_) | ProviderError::Unreachable(_))) => Some(e),
+                Err(e) => return Err(e),
+            }
+        };
+        let Some(eid) = endpoint_id else {
+            return Err(engine_err.unwrap_or_else(|| {
+                ProviderError::Other(format!("stack {stack} has no Portainer environment"))
+            }));
+        };
+        if let Some(e) = &engine_err {
+            // Said once per run: every other stack goes the same way without retrying the engine.
+            if self.via_portainer.set(e.to_string()).is_ok() {
+                tracing::info!(
+                    reason = %e,
+                    "reading the stacks' services through Portainer's Docker proxy"
+                );
+            }
+        }
+        let filters = json!({"label": [label]}).to_string();
+        let list = self
+            .ok(
+                Method::GET,
+                &format!("/endpoints/{eid}/docker/services"),
+                &[("filters", filters)],
+                Body::None,
+                &format!("listing the services of stack {stack} through Portainer"),
+            )
+            .await?;
+        match list {
+            Value::Array(list) => Ok(summarize_services(stack, &list)),
+            other => Err(ProviderError::Other(format!(
+                "Portainer's Docker proxy answered the services of stack {stack} with {other}, not a list"
+            ))),
+        }
+    }
+
+    /// The stack's services on the manager's engine, as the Engine API writes them.
+    async fn services_from_engine(
+        &self,
+        stack: &str,
+        label: &str,
+    ) -> Result<Vec<Value>, ProviderError> {
         let m = self.engines.manager()?;
-        let filters: HashMap<String, Vec<String>> = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{NAMESPACE_LABEL}={stack}")],
-        )]);
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".to_string(), vec![label.to_string()])]);
         let list = m
             .client()
             .await?
@@ -482,46 +579,10 @@ impl PortainerProvider {
                     e,
                 )
             })?;
-        let mut out = Map::new();
-        for s in list {
-            let spec = s.spec.unwrap_or_default();
-            let full = spec.name.clone().unwrap_or_default();
-            let name = full
-                .strip_prefix(&format!("{stack}_"))
-                .unwrap_or(&full)
-                .to_string();
-            let container = spec
-                .task_template
-                .as_ref()
-                .and_then(|t| t.container_spec.clone())
-                .unwrap_or_default();
-            // The Engine pins the image by digest; the compose file names the tag.
-            let image = container
-                .image
-                .unwrap_or_default()
-                .split('@')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let replicas = match spec.mode.as_ref() {
-                Some(m) if m.global.is_some() => json!("global"),
-                Some(m) => json!(m.replicated.as_ref().and_then(|r| r.replicas).unwrap_or(1)),
-                None => json!(1),
-            };
-            let env: BTreeMap<String, String> = container
-                .env
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|e| e.split_once('='))
-                .filter(|(k, _)| !looks_secret(k))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            out.insert(
-                name,
-                json!({"image": image, "replicas": replicas, "env": env}),
-            );
-        }
-        Ok(out)
+        list.iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ProviderError::Other(format!("cannot read the services back: {e}")))
     }
 
     async fn refresh_all(
@@ -608,7 +669,7 @@ impl PortainerProvider {
             .find(|e| e["Id"] == s["EndpointId"])
             .and_then(|e| e["Name"].as_str())
             .unwrap_or_default();
-        let services = self.services(name).await?;
+        let services = self.services(name, s["EndpointId"].as_u64()).await?;
         Ok(LiveObject {
             attrs: attrs(json!({
                 "endpoint": endpoint,
