@@ -1,7 +1,13 @@
 //! The swarm provider against phoenix-lab and against a real dockerd (Debian
 //! `docker.io`, started once for this binary as root, data under a temp dir).
 //! The same scenario runs on both and the transcripts must agree: the lab is
-//! kept honest by the real engine.
+//! kept honest by the real engine. Then a whole site through the CLI whose
+//! stack the lab's Portainer deploys onto the real dockerd.
+
+#[allow(dead_code)]
+mod common;
+// support/mod.rs allows dead code for itself.
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -57,6 +63,10 @@ fn lab() -> &'static (String, Vec<(String, String)>) {
         rx.recv().expect("the lab started")
     })
 }
+
+/// The tests that use the real dockerd take it one at a time: each makes its
+/// swarm and leaves it, and the swarm scenario must find none.
+static REAL_ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 /// A real dockerd for the whole binary, or why there is none.
 fn dockerd() -> &'static Result<String, String> {
@@ -327,6 +337,7 @@ async fn lab_and_dockerd_agree_on_the_swarm_scenario() {
     );
     match dockerd() {
         Ok(url) => {
+            let _one = REAL_ENGINE.lock().await;
             let on_real = scenario(url).await;
             assert_eq!(on_lab, on_real, "the lab and the real engine disagree");
         }
@@ -387,4 +398,165 @@ async fn workers_join_with_labels_and_rejoin_after_leaving() {
     let live = p.update(&relabeled, &live, &change, &Quiet).await.unwrap();
     assert_eq!(live.attrs, relabeled.attrs);
     lab.shutdown().await;
+}
+
+/// Leaves the real engine's swarm (and so everything in it) when dropped,
+/// however the test ends: the next test on the engine must find none.
+struct LeaveSwarm(String);
+
+impl Drop for LeaveSwarm {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["-H", &self.0, "swarm", "leave", "--force"])
+            .output();
+    }
+}
+
+/// `docker -H <engine> ARGS` on the real engine: its stdout, or a panic with its stderr.
+fn real_docker(engine: &str, args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(["-H", engine])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A lab of its own, whose node `realmgr` is the real engine; its Portainer URL.
+fn real_engine_lab(engine: &str) -> String {
+    let cfg: phoenix_lab::WorldConfig = serde_json::from_value(json!({"nodes": [
+        {"hostname": "realmgr", "addr": "127.0.0.1", "aliases": ["realmgr-agent.lab"],
+         "engine": engine}
+    ]}))
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async move {
+            let lab = phoenix_lab::Lab::start(cfg, "127.0.0.1:0".parse().expect("addr"))
+                .await
+                .expect("lab starts");
+            tx.send(lab.portainer_url()).expect("send");
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
+#[test]
+fn a_lab_stack_is_deployed_on_the_real_engine_and_its_drift_shows() {
+    let engine = match dockerd() {
+        Ok(url) => url.clone(),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let _one = REAL_ENGINE.blocking_lock();
+    let _leave = LeaveSwarm(engine.clone());
+    let portainer = real_engine_lab(&engine);
+
+    // One VM, the swarm's manager and Portainer's agent, whose engine is the real one.
+    let site = common::Site::new(&[]);
+    let mut vm = common::vm_from_image(1741, "realmgr", 141);
+    vm["network_config"]["ip"] = json!("127.0.0.1/8");
+    vm["swarm_role"] = json!("manager");
+    vm["portainer_role"] = json!("agent");
+    vm["portainer_agent_hostname"] = json!("realmgr-agent.lab");
+    vm["docker_stacks"] = json!(["hello"]);
+    site.set_vms(&[vm]);
+    let dir = site.root().join("stacks/hello");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        "version: '3.8'\nservices:\n  app:\n    image: busybox:latest\n    command: [\"sleep\", \"3600\"]\n    environment:\n      - GREETING=${GREETING}\n    networks:\n      - public\nnetworks:\n  public:\n    external: true\n    name: hello-public\n",
+    )
+    .unwrap();
+    site.write(
+        "stacks/hello/phoenix.json",
+        &json!({"environments": {"production": {
+            "variables": [{"name": "GREETING", "value": "hello"}]}}}),
+    );
+    let run = |args: &[&str]| -> (Option<i32>, String) {
+        let out = site
+            .cmd(args)
+            .env("PHOENIX_PORTAINER_URL", &portainer)
+            .env("PHOENIX_PORTAINER_PASSWORD", "real-engine-admin-pw")
+            .env("PHOENIX_DOCKER_HOST", format!("realmgr={engine}"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!("{}{}", common::stdout(&out), common::stderr(&out)),
+        )
+    };
+
+    let (code, out) = run(&["apply", "--auto-approve"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("portainer.stack.hello"), "{out}");
+    // The services exist on the real engine, made by `docker stack deploy` with the stack's variables.
+    assert_eq!(
+        real_docker(
+            &engine,
+            &[
+                "service",
+                "ls",
+                "--filter",
+                "label=com.docker.stack.namespace=hello",
+                "--format",
+                "{{.Name}}"
+            ]
+        ),
+        "hello_app"
+    );
+    let spec = real_docker(
+        &engine,
+        &[
+            "service",
+            "inspect",
+            "hello_app",
+            "--format",
+            "{{json .Spec}}",
+        ],
+    );
+    let spec: Value = serde_json::from_str(&spec).unwrap();
+    assert_eq!(
+        spec["TaskTemplate"]["ContainerSpec"]["Env"],
+        json!(["GREETING=hello"]),
+        "{spec}"
+    );
+    assert_eq!(spec["Mode"]["Replicated"]["Replicas"], json!(1));
+    let (code, out) = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "the re-plan is empty: {out}");
+
+    // Scaled on the real engine behind phoenix's back: drift on the stack, by field.
+    real_docker(&engine, &["service", "scale", "--detach", "hello_app=3"]);
+    let (code, out) = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(2), "{out}");
+    for want in ["portainer.stack.hello", "services.app.replicas"] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    assert!(out.to_lowercase().contains("outside phoenix"), "{out}");
+    let (code, out) = run(&["apply", "--auto-approve"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        real_docker(
+            &engine,
+            &[
+                "service",
+                "inspect",
+                "hello_app",
+                "--format",
+                "{{.Spec.Mode.Replicated.Replicas}}"
+            ]
+        ),
+        "1"
+    );
+    let (code, out) = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "{out}");
 }
