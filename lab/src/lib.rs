@@ -470,7 +470,7 @@ async fn run_real(shared: &Shared, op: portainer::RealOp, body: Vec<u8>) -> Repl
             }
             match real::stack_deploy(engine, name, file, env, *prune).await {
                 Ok(()) => portainer::commit_deploy(&mut shared.world(), &op),
-                Err(stderr) => portainer::error(500, "Unable to deploy stack", &stderr),
+                Err(e) => portainer::error(500, "Unable to deploy stack", &e.to_string()),
             }
         }
         RealOp::Remove {
@@ -481,7 +481,7 @@ async fn run_real(shared: &Shared, op: portainer::RealOp, body: Vec<u8>) -> Repl
             let _one = shared.real_stacks.lock().await;
             match real::stack_rm(engine, name).await {
                 Ok(()) => portainer::commit_remove(&mut shared.world(), *stack),
-                Err(stderr) => portainer::error(500, "Unable to remove stack", &stderr),
+                Err(e) => portainer::error(500, "Unable to remove stack", &e.to_string()),
             }
         }
     }

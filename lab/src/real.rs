@@ -27,6 +27,28 @@ const TIMEOUT: Duration = Duration::from_secs(120);
 #[error("the engine URL `{0}` is not unix:///path, tcp://host:port or http://host:port")]
 pub struct BadEngineUrl(pub String);
 
+/// Why work on a real engine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RealError {
+    #[error("cannot run {bin}: {source}")]
+    Spawn { bin: String, source: std::io::Error },
+    #[error("cannot write the compose file to {bin}: {source}")]
+    Stdin { bin: String, source: std::io::Error },
+    #[error("{bin} {args} took over {secs} s")]
+    Timeout {
+        bin: String,
+        args: String,
+        secs: u64,
+    },
+    /// The CLI failed: its stderr, which Portainer passes on as the error's details.
+    #[error("{0}")]
+    Cli(String),
+    #[error(transparent)]
+    Http(#[from] reqwest::Error),
+    #[error("GET /swarm answered {status}: {body}")]
+    Swarm { status: u16, body: String },
+}
+
 /// A real engine's URL, checked: `unix:///path`, `tcp://host:port` or `http://host:port`.
 pub fn check_url(url: &str) -> Result<(), BadEngineUrl> {
     let ok = url
@@ -50,20 +72,19 @@ fn docker_host(url: &str) -> String {
     }
 }
 
-fn client(url: &str) -> Result<(reqwest::Client, String), String> {
+fn client(url: &str) -> Result<(reqwest::Client, String), RealError> {
     let b = reqwest::Client::builder()
         .timeout(TIMEOUT)
         .connect_timeout(Duration::from_secs(10));
     if let Some(path) = url.strip_prefix("unix://") {
-        let c = b.unix_socket(path).build().map_err(|e| e.to_string())?;
         // The host is never resolved over a unix socket; the Engine ignores it.
-        return Ok((c, "http://docker".to_string()));
+        return Ok((b.unix_socket(path).build()?, "http://docker".to_string()));
     }
     let base = match url.strip_prefix("tcp://") {
         Some(rest) => format!("http://{rest}"),
         None => url.trim_end_matches('/').to_string(),
     };
-    Ok((b.build().map_err(|e| e.to_string())?, base))
+    Ok((b.build()?, base))
 }
 
 /// Forward one Engine API call, as Portainer's Docker proxy does.
@@ -74,7 +95,7 @@ pub async fn proxy(
     query: &BTreeMap<String, String>,
     body: Vec<u8>,
 ) -> Reply {
-    let unreachable = |e: String| {
+    let unreachable = |e: &dyn std::fmt::Display| {
         crate::portainer::error(
             502,
             "Unable to proxy the request via the Docker socket",
@@ -83,11 +104,11 @@ pub async fn proxy(
     };
     let (c, base) = match client(engine) {
         Ok(x) => x,
-        Err(e) => return unreachable(e),
+        Err(e) => return unreachable(&e),
     };
     let method = match reqwest::Method::from_bytes(method.as_bytes()) {
         Ok(m) => m,
-        Err(e) => return unreachable(e.to_string()),
+        Err(e) => return unreachable(&e),
     };
     let mut rq = c.request(method, format!("{base}{path}")).query(query);
     if !body.is_empty() {
@@ -97,7 +118,7 @@ pub async fn proxy(
     }
     let resp = match rq.send().await {
         Ok(r) => r,
-        Err(e) => return unreachable(e.to_string()),
+        Err(e) => return unreachable(&e),
     };
     let status = resp.status().as_u16();
     match resp.bytes().await {
@@ -110,21 +131,21 @@ pub async fn proxy(
                 text: Some(String::from_utf8_lossy(&b).into_owned()),
             },
         },
-        Err(e) => unreachable(e.to_string()),
+        Err(e) => unreachable(&e),
     }
 }
 
 /// The id of the swarm the engine is a manager of, if any.
-pub async fn swarm_id(engine: &str) -> Result<Option<String>, String> {
+pub async fn swarm_id(engine: &str) -> Result<Option<String>, RealError> {
     let r = proxy(engine, "GET", "/swarm", &BTreeMap::new(), Vec::new()).await;
     match (r.status, r.body) {
         (200, Some(v)) => Ok(v["ID"].as_str().map(str::to_string)),
         // 503: not a swarm manager (or in no swarm).
         (503, _) => Ok(None),
-        (s, b) => Err(format!(
-            "GET /swarm answered {s}: {}",
-            b.map(|v| v.to_string()).or(r.text).unwrap_or_default()
-        )),
+        (status, b) => Err(RealError::Swarm {
+            status,
+            body: b.map(|v| v.to_string()).or(r.text).unwrap_or_default(),
+        }),
     }
 }
 
@@ -134,7 +155,7 @@ async fn docker(
     args: &[&str],
     env: &BTreeMap<String, String>,
     stdin: Option<&str>,
-) -> Result<(), String> {
+) -> Result<(), RealError> {
     let bin = std::env::var("PHOENIX_LAB_DOCKER").unwrap_or_else(|_| "docker".to_string());
     let mut cmd = tokio::process::Command::new(&bin);
     cmd.args(args)
@@ -152,18 +173,31 @@ async fn docker(
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
-    let mut child = cmd.spawn().map_err(|e| format!("cannot run {bin}: {e}"))?;
+    let mut child = cmd.spawn().map_err(|source| RealError::Spawn {
+        bin: bin.clone(),
+        source,
+    })?;
     if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
         pipe.write_all(text.as_bytes())
             .await
-            .map_err(|e| format!("cannot write the compose file to {bin}: {e}"))?;
+            .map_err(|source| RealError::Stdin {
+                bin: bin.clone(),
+                source,
+            })?;
         // Closed here: the CLI reads the file to its end.
         drop(pipe);
     }
     let out = tokio::time::timeout(TIMEOUT, child.wait_with_output())
         .await
-        .map_err(|_| format!("{bin} {} took over {TIMEOUT:?}", args.join(" ")))?
-        .map_err(|e| format!("{bin} failed: {e}"))?;
+        .map_err(|_| RealError::Timeout {
+            bin: bin.clone(),
+            args: args.join(" "),
+            secs: TIMEOUT.as_secs(),
+        })?
+        .map_err(|source| RealError::Spawn {
+            bin: bin.clone(),
+            source,
+        })?;
     tracing::debug!(
         ?args,
         status = ?out.status,
@@ -174,7 +208,9 @@ async fn docker(
     if out.status.success() {
         Ok(())
     } else {
-        Err(String::from_utf8_lossy(&out.stderr).trim().to_string())
+        Err(RealError::Cli(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ))
     }
 }
 
@@ -188,7 +224,7 @@ pub async fn stack_deploy(
     file: &str,
     env: &BTreeMap<String, String>,
     prune: bool,
-) -> Result<(), String> {
+) -> Result<(), RealError> {
     let mut args = vec!["stack", "deploy", "--with-registry-auth"];
     if prune {
         args.push("--prune");
@@ -198,7 +234,7 @@ pub async fn stack_deploy(
 }
 
 /// `docker stack rm NAME`.
-pub async fn stack_rm(engine: &str, name: &str) -> Result<(), String> {
+pub async fn stack_rm(engine: &str, name: &str) -> Result<(), RealError> {
     docker(engine, &["stack", "rm", name], &BTreeMap::new(), None).await
 }
 
