@@ -139,7 +139,13 @@ fn real_op_on(
             query: req.query.clone(),
         }),
         ("POST", ["stacks", "create", "swarm", "string"]) => {
-            let (name, swarm_id, file, env_json, env) = create_payload(w, req)?;
+            let CreatePayload {
+                name,
+                swarm_id,
+                file,
+                env_json,
+                env,
+            } = create_payload(w, req)?;
             Ok(RealOp::Deploy {
                 engine,
                 stack: None,
@@ -850,13 +856,18 @@ fn query_endpoint(req: &Request) -> Result<u64, Reply> {
         })
 }
 
-/// A `POST /api/stacks/create/swarm/string` body, checked: name, swarm id,
-/// file, env; a name taken is 409.
-#[allow(clippy::type_complexity)]
-fn create_payload(
-    w: &World,
-    req: &Request,
-) -> Result<(String, String, String, Value, BTreeMap<String, String>), Reply> {
+/// A `POST /api/stacks/create/swarm/string` body, checked.
+struct CreatePayload {
+    name: String,
+    swarm_id: String,
+    file: String,
+    /// `Env` as stored, and as a map for the deployment.
+    env_json: Value,
+    env: BTreeMap<String, String>,
+}
+
+/// Read and check a stack creation: name, swarm id, file, env; a name taken is 409.
+fn create_payload(w: &World, req: &Request) -> Result<CreatePayload, Reply> {
     let body = json_body(req)?;
     let name = str_of(&body, "Name").to_lowercase();
     let swarm_id = str_of(&body, "SwarmID");
@@ -876,7 +887,13 @@ fn create_payload(
     }
     let (env_json, env) = env_pairs(&body)?;
     name_is_free(w, &name)?;
-    Ok((name, swarm_id, content, env_json, env))
+    Ok(CreatePayload {
+        name,
+        swarm_id,
+        file: content,
+        env_json,
+        env,
+    })
 }
 
 fn name_is_free(w: &World, name: &str) -> Result<(), Reply> {
@@ -947,7 +964,13 @@ fn record_update(w: &mut World, sid: u64, content: &str, env_json: Value, user: 
 
 fn stack_create(w: &mut World, req: &Request, user: u64) -> Res {
     let endpoint = query_endpoint(req)?;
-    let (name, swarm_id, content, env_json, env) = create_payload(w, req)?;
+    let CreatePayload {
+        name,
+        swarm_id,
+        file: content,
+        env_json,
+        env,
+    } = create_payload(w, req)?;
     let idx = engine_of(w, endpoint)?;
     let cid = w.engines[idx]
         .swarm
