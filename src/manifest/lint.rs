@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use super::diagnostic::{Diagnostic, Severity};
 use super::files::{
-    FirewallRule, GuestFirewall, GuestId, HYPERVISOR_FILE, LXC_FILE, STACK_MANIFEST,
-    STACKS_CONFIG_FILE, STACKS_DIR, StackEnvironment, VM_FILE,
+    FirewallRule, GuestFirewall, GuestId, HYPERVISOR_FILE, LXC_FILE, STACK_CONFIGS_DIR,
+    STACK_MANIFEST, STACKS_CONFIG_FILE, STACKS_DIR, StackEnvironment, VM_FILE,
 };
 use super::locate::{Segment, Sources, format_path, json_path};
 use super::{GuestKind, Site};
@@ -815,6 +815,23 @@ impl Linter<'_> {
                                 "variable `{}` ({env_name}) holds a secret in clear",
                                 variable.name
                             ),
+                        ));
+                    }
+                }
+            }
+        }
+        // Env files (`configs/prod.env`): a secret in clear is as bad there.
+        for stack in self.site.stacks.values() {
+            for (stem, file) in &stack.env_files {
+                for (name, value, line) in &file.entries {
+                    if looks_secret(name) && !value.is_empty() {
+                        found.push((
+                            Path::new(STACKS_DIR)
+                                .join(&stack.name)
+                                .join(STACK_CONFIGS_DIR)
+                                .join(format!("{stem}.env")),
+                            Vec::new(),
+                            format!("line {line}: variable `{name}` holds a secret in clear"),
                         ));
                     }
                 }

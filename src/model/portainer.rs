@@ -27,7 +27,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{Address, DesiredResource, Kind, KindSchema};
+use super::{Address, DesiredResource, Kind, KindSchema, LiveObject};
 use crate::manifest::files::{Stack, VmConfig};
 use crate::manifest::lint::looks_secret;
 use crate::manifest::{Diagnostic, Site};
@@ -152,6 +152,19 @@ fn vm_ip(vm: &VmConfig) -> String {
         .as_ref()
         .map(|n| n.ip.split('/').next().unwrap_or_default().to_string())
         .unwrap_or_default()
+}
+
+/// Where Portainer answers when `PHOENIX_PORTAINER_URL` does not say: its
+/// HTTPS port on the primary VM's static address.
+pub fn default_url(site: &Site) -> Option<String> {
+    let ip = site
+        .vms
+        .vms
+        .iter()
+        .find(|v| v.portainer_role.as_deref() == Some("primary"))
+        .map(vm_ip)
+        .filter(|ip| !ip.is_empty() && ip != "dhcp")?;
+    Some(format!("https://{ip}:9443"))
 }
 
 /// The agent environment of a VM: `(name, url)`.
@@ -295,12 +308,24 @@ pub fn render(
         .unwrap_or_default();
     let mut env = BTreeMap::new();
     let mut secret_env = BTreeMap::new();
-    for v in &environment_def.variables {
-        let value = variable_value(site_root, &v.name, &v.value);
-        if looks_secret(&v.name) {
-            secret_env.insert(v.name.clone(), value);
+    // The environment's env file first (the seed keeps API_PORT there), then
+    // phoenix.json's variables, which win.
+    let from_file = stack
+        .env_file(env_name)
+        .map(|(_, f)| f.entries.iter().map(|(n, v, _)| (n, v)).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let from_manifest = environment_def
+        .variables
+        .iter()
+        .map(|v| (&v.name, &v.value));
+    for (name, manifest_value) in from_file.into_iter().chain(from_manifest) {
+        let value = variable_value(site_root, name, manifest_value);
+        if looks_secret(name) {
+            env.remove(name);
+            secret_env.insert(name.clone(), value);
         } else {
-            env.insert(v.name.clone(), value);
+            secret_env.remove(name);
+            env.insert(name.clone(), value);
         }
     }
     let text = substitute(&stack.compose, &env);
@@ -432,6 +457,22 @@ impl Kind for PortainerKind {
         true
     }
 
+    fn lives_in_guest(&self) -> bool {
+        true
+    }
+
+    /// Plans need no password; say early when the apply will.
+    fn observe(&self, desired: &DesiredResource, live: Option<&LiveObject>) -> Vec<String> {
+        let needs_login = Object::of(&desired.address) == Some(Object::Admin)
+            && !desired.attrs.contains_key("password")
+            && live.is_none_or(|l| l.attrs.get("api_key") != Some(&json!("valid")));
+        if needs_login {
+            vec!["the apply needs the admin password (PHOENIX_PORTAINER_PASSWORD or PHOENIX_PORTAINER_PASSWORD_FILE): none is set".into()]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {
         if !managed(site) {
             return Ok(Vec::new());
@@ -451,22 +492,22 @@ impl Kind for PortainerKind {
         let primary = vms
             .iter()
             .find(|v| v.portainer_role.as_deref() == Some("primary"));
+        // The password is needed to initialise the admin or make a key, not to
+        // plan: without it the admin is planned without `password` and the
+        // apply that needs it says so (validate and CI plans need no secret).
+        let mut admin_attrs = json!({"username": admin_user(site), "api_key": "valid"});
         match admin_password(Some(site)) {
-            Ok(Some((pw, _))) => out.push(res(
-                Object::Admin,
-                json!({"username": admin_user(site), "password": pw, "api_key": "valid"}),
-                primary
-                    .map(|v| vec![Address::new("vm", v.vmid.to_string())])
-                    .unwrap_or_default(),
-            )),
-            Ok(None) => diags.push(
-                Diagnostic::error(hv_file.clone(), "the Portainer admin has no password")
-                    .with_help(
-                        "set PHOENIX_PORTAINER_PASSWORD or PHOENIX_PORTAINER_PASSWORD_FILE (a file kept out of git, mode 0600)",
-                    ),
-            ),
+            Ok(Some((pw, _))) => admin_attrs["password"] = Value::String(pw),
+            Ok(None) => {}
             Err(e) => diags.push(Diagnostic::error(hv_file.clone(), e)),
         }
+        out.push(res(
+            Object::Admin,
+            admin_attrs,
+            primary
+                .map(|v| vec![Address::new("vm", v.vmid.to_string())])
+                .unwrap_or_default(),
+        ));
         let mut stacks_seen: BTreeMap<String, u32> = BTreeMap::new();
         for vm in vms
             .iter()
@@ -580,6 +621,43 @@ mod tests {
             dir: "/nonexistent/stacks/web".into(),
             manifest: serde_json::from_value(manifest).unwrap(),
             compose: compose.into(),
+            env_files: Default::default(),
+        }
+    }
+
+    #[test]
+    fn env_files_give_variables_below_the_manifests_and_secrets_stay_out() {
+        let mut s = stack(
+            "services:\n  app:\n    image: app:1\n    ports:\n      - \"${API_PORT}:${API_PORT}\"\n",
+            json!({"environments": {"production": {
+                "variables": [{"name": "MODE", "value": "from-manifest"}]}}}),
+        );
+        s.env_files.insert(
+            "prod".into(),
+            crate::manifest::files::EnvFile::parse(
+                "# comment\n\nAPI_PORT=8000\nexport MODE=from-file\nDATABASE_PASS='clear-text'\n",
+            )
+            .unwrap(),
+        );
+        s.env_files.insert(
+            "test".into(),
+            crate::manifest::files::EnvFile::parse("API_PORT=8001\n").unwrap(),
+        );
+        let r = render(std::path::Path::new("/nonexistent"), &s, "production").unwrap();
+        assert!(r.compose.contains("8000:8000"), "{}", r.compose);
+        assert_eq!(r.env["API_PORT"], "8000");
+        assert_eq!(r.env["MODE"], "from-manifest");
+        assert_eq!(r.secret_env["DATABASE_PASS"], "clear-text");
+        assert!(!r.env.contains_key("DATABASE_PASS"));
+        // `testing` finds the seed's short name; an environment without a file has none.
+        assert_eq!(s.env_file("testing").map(|f| f.0), Some("test"));
+        assert_eq!(s.env_file("staging"), None);
+        for (bad, line) in [("API_PORT\n", 1), ("# ok\n1X=2\n", 2), ("A-B=1\n", 1)] {
+            assert_eq!(
+                crate::manifest::files::EnvFile::parse(bad).map_err(|e| e.0),
+                Err(line),
+                "{bad}"
+            );
         }
     }
 
