@@ -31,7 +31,8 @@ fn lab() -> &'static (String, Vec<(String, String)>) {
                     {"hostname": "drphoenix", "addr": "192.0.2.112",
                      "aliases": ["portainer-agent.internal.thinkheads.ai"]},
                     {"hostname": "seedmgr", "addr": "192.0.2.121"},
-                    {"hostname": "seedagent", "addr": "192.0.2.122"}
+                    {"hostname": "seedagent", "addr": "192.0.2.122"},
+                    {"hostname": "vaultmgr", "addr": "192.0.2.141"}
                 ]}))
                 .expect("world");
                 let lab = phoenix_lab::Lab::start(cfg, "127.0.0.1:0".parse().expect("addr"))
@@ -526,4 +527,107 @@ fn plans_need_no_secrets_and_the_apply_that_does_says_so() {
     );
     // What it could do is done and kept.
     assert!(site.state().to_string().contains("vm.1721"), "{out}");
+}
+
+/// A stack's swarm secret: the stack is deployed pointing at the secret's
+/// version (`docker stack deploy` needs a name that exists), a new value
+/// rotates the secret and redeploys the stack onto the new version, the old
+/// one is removed, and a plan without the value changes nothing.
+#[test]
+fn stacks_use_their_secrets_by_version_and_follow_a_rotation() {
+    let site = Site::new(&[]);
+    let mut vm = vm_from_image(1731, "vaultmgr", 141);
+    vm["swarm_role"] = json!("manager");
+    vm["portainer_role"] = json!("agent");
+    vm["docker_stacks"] = json!(["vault"]);
+    site.set_vms(&[vm]);
+    let dir = site.root().join("stacks/vault");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        "services:\n  app:\n    image: busybox:1.36\n    secrets:\n      - source: vault_token\n        target: token\nsecrets:\n  vault_token:\n    external: true\n",
+    )
+    .unwrap();
+    site.write("stacks/vault/phoenix.json", &json!({"environments": {}}));
+    let with = |args: &[&str], value: &str| {
+        run_with(&site, args, &[("PHOENIX_SECRET_VAULT_TOKEN", value)])
+    };
+    let secret_of_service = || -> String {
+        let svc: Value = http()
+            .get(format!("{}/services/vault_app", engine("vaultmgr")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let versions = || -> Vec<String> {
+        let list: Value = http()
+            .get(format!("{}/secrets", engine("vaultmgr")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let mut v: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["Spec"]["Name"].as_str())
+            .filter(|n| n.starts_with("vault_token"))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+
+    let (code, out) = with(&["apply", "--auto-approve"], "token-one-8c1f");
+    assert_eq!(code, Some(0), "{out}");
+    let first = secret_of_service();
+    assert!(first.starts_with("vault_token-"), "{first}");
+    assert_eq!(versions(), std::slice::from_ref(&first));
+    let (code, out) = with(&["plan", "--detailed-exitcode"], "token-one-8c1f");
+    assert_eq!(code, Some(0), "{out}");
+
+    let (code, out) = with(&["plan", "--detailed-exitcode"], "token-two-0d9e");
+    assert_eq!(code, Some(2), "{out}");
+    for want in [
+        "~ swarm.secret.vault_token",
+        "~ portainer.stack.vault",
+        "secrets",
+    ] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    assert!(!out.contains("token-two"), "{out}");
+    let (code, out) = with(&["apply", "--auto-approve"], "token-two-0d9e");
+    assert_eq!(code, Some(0), "{out}");
+    let second = secret_of_service();
+    assert!(
+        second.starts_with("vault_token-") && second != first,
+        "{second}"
+    );
+    assert_eq!(
+        versions(),
+        std::slice::from_ref(&second),
+        "the old version is removed"
+    );
+    let (code, out) = with(&["plan", "--detailed-exitcode"], "token-two-0d9e");
+    assert_eq!(code, Some(0), "{out}");
+
+    // Without the value (a CI plan): nothing to change, and the plan says why.
+    let out = site
+        .cmd(&["plan", "--detailed-exitcode"])
+        .env("PHOENIX_PORTAINER_URL", &lab().0)
+        .env(
+            "PHOENIX_DOCKER_HOST",
+            format!("vaultmgr={}", engine("vaultmgr")),
+        )
+        .env_remove("PHOENIX_SECRET_VAULT_TOKEN")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("whether it changed is not known"), "{text}");
 }

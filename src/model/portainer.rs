@@ -5,7 +5,7 @@
 //! |---------|------|------------|
 //! | `portainer.admin` | `portainer_api.admin_user` (default `admin`) | `username`, `password` (sensitive), `api_key` (`valid`: phoenix holds a working key) |
 //! | `portainer.endpoint.<name>` | each VM with `portainer_role: agent`, named by `portainer_environment_name` (else the VM name) | `url`, `tls`, `tls_skip_verify`, `tls_skip_client_verify`, `group_id`; all force replacement |
-//! | `portainer.stack.<name>` | the `docker_stacks` of the agent VMs | `endpoint` (forces replacement), `compose` (the rendered file), `env`, `secret_env` (sensitive), `services` (per service: `image`, `replicas`, `env`) |
+//! | `portainer.stack.<name>` | the `docker_stacks` of the agent VMs | `endpoint` (forces replacement), `compose` (the rendered file), `env`, `secret_env` (sensitive), `services` (per service: `image`, `replicas`, `env`), `secrets` (the version each external swarm secret is deployed as) |
 //!
 //! Only a site with a swarm (`swarm_role: manager`) and a Portainer
 //! (`portainer_role`) has them: stacks are deployed as swarm stacks, and the
@@ -201,6 +201,8 @@ pub struct Rendered {
     /// The external networks and secrets it names (swarm objects it needs).
     pub networks: Vec<String>,
     pub secrets: Vec<String>,
+    /// The version each external secret is deployed as, for the secrets whose value is set.
+    pub secret_versions: BTreeMap<String, String>,
 }
 
 /// `${NAME}`, `${NAME:-default}`, `${NAME-default}` and `$NAME` replaced from
@@ -408,7 +410,16 @@ pub fn render(
             json!({"image": image, "replicas": replicas, "env": env}),
         );
     }
+    canonical_secrets(&mut doc);
     let compose = serde_yaml_ng::to_string(&doc).map_err(|e| format!("cannot write it: {e}"))?;
+    let secret_versions: BTreeMap<String, String> = external_secrets(&doc)
+        .into_iter()
+        .filter_map(|logical| {
+            let v = super::swarm::secret_value(site_root, &logical)?;
+            let version = super::swarm::secret_version(&logical, &v);
+            Some((logical, version))
+        })
+        .collect();
     let externals = |section: &str| -> Vec<String> {
         let mut out: Vec<String> = doc
             .get(section)
@@ -432,7 +443,135 @@ pub fn render(
         services: summary,
         networks: externals("networks"),
         secrets: externals("secrets"),
+        secret_versions,
     })
+}
+
+fn is_external(d: &serde_yaml_ng::Value) -> bool {
+    d.get("external")
+        .is_some_and(|e| e.as_bool() == Some(true) || e.is_mapping())
+}
+
+/// Every external secret written `external: true` with its `name` (the
+/// logical name phoenix versions): the one form [`pin_secret_versions`] and
+/// [`unpin_secret_versions`] turn into each other exactly.
+fn canonical_secrets(doc: &mut serde_yaml_ng::Value) {
+    let Some(decl) = doc
+        .get_mut("secrets")
+        .and_then(serde_yaml_ng::Value::as_mapping_mut)
+    else {
+        return;
+    };
+    for (key, d) in decl.iter_mut() {
+        if !is_external(d) {
+            continue;
+        }
+        let logical = d
+            .get("name")
+            .and_then(yaml_str)
+            .or_else(|| d.get("external")?.get("name").and_then(yaml_str))
+            .or_else(|| yaml_str(key))
+            .unwrap_or_default();
+        if let Some(m) = d.as_mapping_mut() {
+            m.insert("external".into(), true.into());
+            m.insert("name".into(), logical.into());
+        }
+    }
+}
+
+/// The logical names of a canonical file's external secrets.
+fn external_secrets(doc: &serde_yaml_ng::Value) -> Vec<String> {
+    doc.get("secrets")
+        .and_then(serde_yaml_ng::Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter(|(_, d)| is_external(d))
+        .filter_map(|(_, d)| d.get("name").and_then(yaml_str))
+        .collect()
+}
+
+/// Point a rendered file's external secrets at their versions (`db_password`
+/// -> `db_password-1a2b3c4d5e`): `docker stack deploy` needs names that exist,
+/// and phoenix's secrets exist only as versions (`swarm.secret`). Errors name
+/// the secrets without a version (their value was not set at plan time).
+pub fn pin_secret_versions(
+    compose: &str,
+    versions: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(compose).map_err(|e| format!("not valid YAML: {e}"))?;
+    let mut missing = Vec::new();
+    if let Some(decl) = doc
+        .get_mut("secrets")
+        .and_then(serde_yaml_ng::Value::as_mapping_mut)
+    {
+        for (_, d) in decl.iter_mut() {
+            let Some(logical) = d.get("name").and_then(yaml_str).filter(|_| is_external(d)) else {
+                continue;
+            };
+            match (versions.get(&logical), d.as_mapping_mut()) {
+                (Some(v), Some(m)) => {
+                    m.insert("name".into(), v.clone().into());
+                }
+                _ => missing.push(logical),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "it uses the swarm secret(s) {} whose value was not set when the plan was made\nhelp: set {} and plan again",
+            missing.join(", "),
+            missing
+                .iter()
+                .map(|m| super::swarm::secret_env_name(m))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    serde_yaml_ng::to_string(&doc).map_err(|e| format!("cannot write it: {e}"))
+}
+
+/// A file read back from Portainer: the file as phoenix rendered it (secret
+/// versions back to their logical names) and the versions it names. A file
+/// that is not YAML or names no versions is returned as it is.
+pub fn unpin_secret_versions(compose: &str) -> (String, BTreeMap<String, String>) {
+    let mut versions = BTreeMap::new();
+    let Ok(mut doc) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(compose) else {
+        return (compose.to_string(), versions);
+    };
+    let Some(decl) = doc
+        .get_mut("secrets")
+        .and_then(serde_yaml_ng::Value::as_mapping_mut)
+    else {
+        return (compose.to_string(), versions);
+    };
+    for (key, d) in decl.iter_mut() {
+        let Some(name) = d.get("name").and_then(yaml_str).filter(|_| is_external(d)) else {
+            continue;
+        };
+        let Some((base, hash)) = name.rsplit_once('-') else {
+            continue;
+        };
+        if hash.len() != 10 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        // Versions keep 53 characters of a longer name: the key is the rest.
+        let logical = match yaml_str(key) {
+            Some(k) if base.chars().count() == 53 && k.starts_with(base) => k,
+            _ => base.to_string(),
+        };
+        if let Some(m) = d.as_mapping_mut() {
+            m.insert("name".into(), logical.clone().into());
+        }
+        versions.insert(logical, name);
+    }
+    if versions.is_empty() {
+        return (compose.to_string(), versions);
+    }
+    match serde_yaml_ng::to_string(&doc) {
+        Ok(text) => (text, versions),
+        Err(_) => (compose.to_string(), BTreeMap::new()),
+    }
 }
 
 pub struct PortainerKind;
@@ -558,7 +697,8 @@ impl Kind for PortainerKind {
                         out.push(res(
                             Object::Stack(r.name.clone()),
                             json!({"endpoint": name, "compose": rd.compose, "env": rd.env,
-                                   "secret_env": rd.secret_env, "services": rd.services}),
+                                   "secret_env": rd.secret_env, "services": rd.services,
+                                   "secrets": rd.secret_versions}),
                             deps,
                         ));
                     }
@@ -623,6 +763,37 @@ mod tests {
             compose: compose.into(),
             env_files: Default::default(),
         }
+    }
+
+    #[test]
+    fn secrets_are_pinned_to_versions_and_read_back_as_rendered() {
+        let long = "k".repeat(60);
+        let s = stack(
+            &format!(
+                "services:\n  app:\n    image: x\n    secrets: [tok, old, {long}]\nsecrets:\n  tok:\n    external: true\n  old:\n    external:\n      name: legacy_tok\n  {long}:\n    external: true\n  local:\n    file: ./x\n"
+            ),
+            json!({"environments": {}}),
+        );
+        let r = render(std::path::Path::new("/nonexistent"), &s, "production").unwrap();
+        assert!(r.compose.contains("name: legacy_tok"), "{}", r.compose);
+        assert!(r.secret_versions.is_empty(), "no values are set here");
+        let versions: BTreeMap<String, String> = ["tok", "legacy_tok", long.as_str()]
+            .into_iter()
+            .map(|n| (n.to_string(), super::super::swarm::secret_version(n, b"v")))
+            .collect();
+        let pinned = pin_secret_versions(&r.compose, &versions).unwrap();
+        assert!(
+            pinned.contains(&format!("name: {}", versions["tok"])),
+            "{pinned}"
+        );
+        assert!(pinned.contains("file: ./x"), "{pinned}");
+        let (back, found) = unpin_secret_versions(&pinned);
+        assert_eq!(back, r.compose);
+        assert_eq!(found, versions);
+        let missing = pin_secret_versions(&r.compose, &BTreeMap::new()).unwrap_err();
+        assert!(missing.contains("PHOENIX_SECRET_TOK"), "{missing}");
+        // A file deployed by hand (no versions) reads back as it is.
+        assert_eq!(unpin_secret_versions(&r.compose).0, r.compose);
     }
 
     #[test]

@@ -611,10 +611,13 @@ impl PortainerProvider {
             .and_then(|e| e["Name"].as_str())
             .unwrap_or_default();
         let services = self.services(name).await?;
+        let (compose, secrets) =
+            model::unpin_secret_versions(file["StackFileContent"].as_str().unwrap_or_default());
         Ok(LiveObject {
             attrs: attrs(json!({
                 "endpoint": endpoint,
-                "compose": file["StackFileContent"].as_str().unwrap_or_default(),
+                "compose": compose,
+                "secrets": secrets,
                 "env": plain_env(&s["Env"]),
                 "services": services,
             })),
@@ -796,7 +799,16 @@ impl PortainerProvider {
         let endpoint = d.attr_str("endpoint");
         let eid = self.endpoint_id(endpoint).await?;
         let q = [("endpointId", eid.to_string())];
-        let content = d.attr_str("compose");
+        let versions: BTreeMap<String, String> = d
+            .attrs
+            .get("secrets")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        let content = model::pin_secret_versions(d.attr_str("compose"), &versions)
+            .map_err(|e| ProviderError::Config(format!("stack {name}: {e}")))?;
         match existing {
             Some(id) => {
                 self.ok(
