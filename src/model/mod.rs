@@ -207,6 +207,13 @@ pub trait Kind: Send + Sync {
     fn lives_in_guest(&self) -> bool {
         false
     }
+    /// Objects of this kind go when the guest they depend on is destroyed
+    /// (its firewall, its config lines, snapshots, provisioning, files
+    /// pushed into it): a replaced guest gets them created again in the same
+    /// apply, whatever was read before the replacement.
+    fn destroyed_with_guest(&self) -> bool {
+        false
+    }
     /// Things worth telling about an object (`live` is `None` when it does
     /// not exist yet), whether or not the plan changes it (e.g. "runs on
     /// another node than the manifest says"). Pure. Default: nothing.
