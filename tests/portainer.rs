@@ -32,8 +32,9 @@ fn lab() -> &'static (String, Vec<(String, String)>) {
                      "aliases": ["portainer-agent.internal.thinkheads.ai"]},
                     {"hostname": "seedmgr", "addr": "192.0.2.121"},
                     {"hostname": "seedagent", "addr": "192.0.2.122"},
-                    {"hostname": "upmgr", "addr": "192.0.2.131"},
-                    {"hostname": "upagent", "addr": "192.0.2.132",
+                    {"hostname": "vaultmgr", "addr": "192.0.2.141"},
+                    {"hostname": "upmgr", "addr": "192.0.2.151"},
+                    {"hostname": "upagent", "addr": "192.0.2.152",
                      "aliases": ["upagent-a.lab", "upagent-b.lab"]}
                 ]}))
                 .expect("world");
@@ -347,12 +348,14 @@ fn swarm_site_with_portainer_plans_applies_replans_empty_and_shows_service_drift
     assert!(state.contains("portainer.stack.web"));
 }
 
-/// The seed's own `qdrant_service` stack (its compose file and Traefik labels,
-/// unchanged) on a second swarm of the same Portainer. It runs beside the test
-/// above: whichever initialises the admin first, the other finds it
-/// initialised (409) or existing and logs in.
+/// The seed's own stacks, `qdrant_service` (its compose file and Traefik
+/// labels, unchanged) and `thinkheads_ai_app` (whose `${API_PORT}` is only in
+/// its `configs/prod.env`), on a second swarm of the same Portainer. It runs
+/// beside the test above: whichever initialises the admin first, the other
+/// finds it initialised (409) or existing and logs in.
 #[test]
-fn the_seeds_qdrant_stack_deploys_with_its_traefik_labels_and_replans_empty() {
+fn the_seeds_stacks_deploy_with_their_labels_and_env_files_and_replan_empty() {
+    const DB_PASS: &str = "thinkheads-db-pass-5e1d";
     let site = Site::new(&[]);
     let mut mgr = vm_from_image(1711, "seedmgr", 121);
     mgr["swarm_role"] = json!("manager");
@@ -360,16 +363,48 @@ fn the_seeds_qdrant_stack_deploys_with_its_traefik_labels_and_replans_empty() {
     let mut agent = vm_from_image(1712, "seedagent", 122);
     agent["swarm_role"] = json!("worker");
     agent["portainer_role"] = json!("agent");
-    agent["docker_stacks"] = json!(["qdrant_service"]);
+    agent["docker_stacks"] = json!(["qdrant_service", "thinkheads_ai_app"]);
     site.set_vms(&[mgr, agent]);
     let seed = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../shared/fixtures/phoenix-seed/stacks/qdrant_service");
-    let dir = site.root().join("stacks/qdrant_service");
-    std::fs::create_dir_all(&dir).unwrap();
-    for f in ["docker-compose.yml", "phoenix.json"] {
-        std::fs::copy(seed.join(f), dir.join(f)).unwrap();
+        .join("../shared/fixtures/phoenix-seed/stacks");
+    for (stack, files) in [
+        (
+            "qdrant_service",
+            &["docker-compose.yml", "phoenix.json"][..],
+        ),
+        (
+            "thinkheads_ai_app",
+            &[
+                "docker-compose.yml",
+                "phoenix.json",
+                "configs/prod.env",
+                "configs/test.env",
+            ][..],
+        ),
+    ] {
+        let dir = site.root().join("stacks").join(stack);
+        std::fs::create_dir_all(dir.join("configs")).unwrap();
+        for f in files {
+            std::fs::copy(seed.join(stack).join(f), dir.join(f)).unwrap();
+        }
     }
+    let run = |site: &Site, args: &[&str]| {
+        run_with(site, args, &[("PHOENIX_SECRET_DATABASE_PASS", DB_PASS)])
+    };
 
+    let (code, out) = run(&site, &["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(2), "{out}");
+    for want in [
+        "+ portainer.stack.thinkheads_ai_app",
+        "- 8000:8000",
+        "- API_PORT=8000",
+        "+ API_PORT      = \"8000\"",
+    ] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    assert!(!out.contains("${API_PORT}"), "{out}");
+    assert!(!out.contains(DB_PASS), "{out}");
+    assert!(!out.contains("PROD_SECRET_PASSWORD"), "{out}");
     let (code, out) = run(&site, &["plan", "--detailed-exitcode"]);
     assert_eq!(code, Some(2), "{out}");
     for want in [
@@ -408,6 +443,200 @@ fn the_seeds_qdrant_stack_deploys_with_its_traefik_labels_and_replans_empty() {
         svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Image"],
         json!("qdrant/qdrant:latest")
     );
+    let app: Value = http()
+        .get(format!(
+            "{}/services/thinkheads_ai_app_thinkheads_ai_app",
+            engine("seedmgr")
+        ))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let spec = &app["Spec"]["TaskTemplate"]["ContainerSpec"];
+    assert_eq!(spec["Image"], json!("thinkheads_ai_app:latest"), "{app}");
+    assert!(
+        spec["Env"]
+            .as_array()
+            .is_some_and(|e| e.contains(&json!("API_PORT=8000"))),
+        "{app}"
+    );
+}
+
+/// Plans need no secret: without the admin password or a swarm secret's value
+/// a swarm site validates clean, a first plan (its VMs not created yet) does
+/// not reach the engines and says what the apply will need, and the apply
+/// that needs the password stops at `portainer.admin` with a clear error.
+#[test]
+fn plans_need_no_secrets_and_the_apply_that_does_says_so() {
+    let site = Site::new(&[]);
+    let mut mgr = vm_from_image(1721, "nosecretmgr", 131);
+    mgr["swarm_role"] = json!("manager");
+    mgr["portainer_role"] = json!("primary");
+    site.set_vms(&[mgr]);
+    let dir = site.root().join("stacks/vault");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        "services:\n  app:\n    image: busybox\n    secrets: [vault_token]\nsecrets:\n  vault_token:\n    external: true\n",
+    )
+    .unwrap();
+    site.write("stacks/vault/phoenix.json", &json!({"environments": {}}));
+    let mut vms: Value = serde_json::from_str(
+        &std::fs::read_to_string(site.root().join("etc/phoenix_vm_configs.json")).unwrap(),
+    )
+    .unwrap();
+    vms["vms"][0]["docker_stacks"] = json!(["vault"]);
+    site.write("etc/phoenix_vm_configs.json", &vms);
+    let no_secrets = |args: &[&str]| {
+        let out = site
+            .cmd(args)
+            .env("PHOENIX_PORTAINER_URL", &lab().0)
+            .env(
+                "PHOENIX_DOCKER_HOST",
+                format!("nosecretmgr={}", engine("seedmgr")),
+            )
+            .env_remove("PHOENIX_PORTAINER_PASSWORD")
+            .env_remove("PHOENIX_PORTAINER_PASSWORD_FILE")
+            .env_remove("PHOENIX_SECRET_VAULT_TOKEN")
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!("{}{}", stdout(&out), stderr(&out)),
+        )
+    };
+
+    let (code, out) = no_secrets(&["validate"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("0 errors"), "{out}");
+
+    let (code, out) = no_secrets(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(2), "{out}");
+    assert!(out.contains("+ portainer.admin"), "{out}");
+    assert!(out.contains("the apply needs the admin password"), "{out}");
+    assert!(
+        out.contains("PHOENIX_SECRET_VAULT_TOKEN or secrets/vault_token"),
+        "{out}"
+    );
+    // The VM does not exist yet: nothing inside it was read.
+    assert!(!out.contains("Refreshing 1 portainer"), "{out}");
+    assert!(!out.contains("swarm object(s)"), "{out}");
+
+    let (code, out) = no_secrets(&["apply", "--auto-approve", "--target", "portainer.admin"]);
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("portainer.admin needs the Portainer admin password"),
+        "{out}"
+    );
+    assert!(
+        out.contains("help: set PHOENIX_PORTAINER_PASSWORD"),
+        "{out}"
+    );
+    // What it could do is done and kept.
+    assert!(site.state().to_string().contains("vm.1721"), "{out}");
+}
+
+/// A stack's swarm secret: the stack is deployed pointing at the secret's
+/// version (`docker stack deploy` needs a name that exists), a new value
+/// rotates the secret and redeploys the stack onto the new version, the old
+/// one is removed, and a plan without the value changes nothing.
+#[test]
+fn stacks_use_their_secrets_by_version_and_follow_a_rotation() {
+    let site = Site::new(&[]);
+    let mut vm = vm_from_image(1731, "vaultmgr", 141);
+    vm["swarm_role"] = json!("manager");
+    vm["portainer_role"] = json!("agent");
+    vm["docker_stacks"] = json!(["vault"]);
+    site.set_vms(&[vm]);
+    let dir = site.root().join("stacks/vault");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        "services:\n  app:\n    image: busybox:1.36\n    secrets:\n      - source: vault_token\n        target: token\nsecrets:\n  vault_token:\n    external: true\n",
+    )
+    .unwrap();
+    site.write("stacks/vault/phoenix.json", &json!({"environments": {}}));
+    let with = |args: &[&str], value: &str| {
+        run_with(&site, args, &[("PHOENIX_SECRET_VAULT_TOKEN", value)])
+    };
+    let secret_of_service = || -> String {
+        let svc: Value = http()
+            .get(format!("{}/services/vault_app", engine("vaultmgr")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        svc["Spec"]["TaskTemplate"]["ContainerSpec"]["Secrets"][0]["SecretName"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let versions = || -> Vec<String> {
+        let list: Value = http()
+            .get(format!("{}/secrets", engine("vaultmgr")))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        let mut v: Vec<String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|s| s["Spec"]["Name"].as_str())
+            .filter(|n| n.starts_with("vault_token"))
+            .map(str::to_string)
+            .collect();
+        v.sort();
+        v
+    };
+
+    let (code, out) = with(&["apply", "--auto-approve"], "token-one-8c1f");
+    assert_eq!(code, Some(0), "{out}");
+    let first = secret_of_service();
+    assert!(first.starts_with("vault_token-"), "{first}");
+    assert_eq!(versions(), std::slice::from_ref(&first));
+    let (code, out) = with(&["plan", "--detailed-exitcode"], "token-one-8c1f");
+    assert_eq!(code, Some(0), "{out}");
+
+    let (code, out) = with(&["plan", "--detailed-exitcode"], "token-two-0d9e");
+    assert_eq!(code, Some(2), "{out}");
+    for want in [
+        "~ swarm.secret.vault_token",
+        "~ portainer.stack.vault",
+        "secrets",
+    ] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    assert!(!out.contains("token-two"), "{out}");
+    let (code, out) = with(&["apply", "--auto-approve"], "token-two-0d9e");
+    assert_eq!(code, Some(0), "{out}");
+    let second = secret_of_service();
+    assert!(
+        second.starts_with("vault_token-") && second != first,
+        "{second}"
+    );
+    assert_eq!(
+        versions(),
+        std::slice::from_ref(&second),
+        "the old version is removed"
+    );
+    let (code, out) = with(&["plan", "--detailed-exitcode"], "token-two-0d9e");
+    assert_eq!(code, Some(0), "{out}");
+
+    // Without the value (a CI plan): nothing to change, and the plan says why.
+    let out = site
+        .cmd(&["plan", "--detailed-exitcode"])
+        .env("PHOENIX_PORTAINER_URL", &lab().0)
+        .env(
+            "PHOENIX_DOCKER_HOST",
+            format!("vaultmgr={}", engine("vaultmgr")),
+        )
+        .env_remove("PHOENIX_SECRET_VAULT_TOKEN")
+        .output()
+        .unwrap();
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(text.contains("whether it changed is not known"), "{text}");
 }
 
 /// A Portainer API GET with the site's key.
@@ -464,10 +693,10 @@ fn stack_services_with_engines(site: &Site, hosts: &[(&str, &str)]) -> Value {
 #[test]
 fn an_environment_changes_in_place_and_stacks_are_read_through_portainer_without_the_engine() {
     let site = Site::new(&[]);
-    let mut mgr = vm_from_image(1721, "upmgr", 131);
+    let mut mgr = vm_from_image(1751, "upmgr", 151);
     mgr["swarm_role"] = json!("manager");
     mgr["portainer_role"] = json!("primary");
-    let mut agent = vm_from_image(1722, "upagent", 132);
+    let mut agent = vm_from_image(1752, "upagent", 152);
     agent["swarm_role"] = json!("worker");
     agent["portainer_role"] = json!("agent");
     agent["portainer_agent_hostname"] = json!("upagent-a.lab");

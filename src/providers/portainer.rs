@@ -78,7 +78,9 @@ impl PortainerSettings {
             .or_else(|| site.map(|s| s.root.join("state/portainer-api-key.json")))
             .unwrap_or_else(|| PathBuf::from("state/portainer-api-key.json"));
         Ok(PortainerSettings {
-            url: env("PHOENIX_PORTAINER_URL").map(|u| u.trim_end_matches('/').to_string()),
+            url: env("PHOENIX_PORTAINER_URL")
+                .map(|u| u.trim_end_matches('/').to_string())
+                .or_else(|| site.and_then(model::default_url)),
             ca_file: env("PHOENIX_PORTAINER_CA_FILE").map(PathBuf::from),
             key_file,
             username: site
@@ -670,10 +672,13 @@ impl PortainerProvider {
             .and_then(|e| e["Name"].as_str())
             .unwrap_or_default();
         let services = self.services(name, s["EndpointId"].as_u64()).await?;
+        let (compose, secrets) =
+            model::unpin_secret_versions(file["StackFileContent"].as_str().unwrap_or_default());
         Ok(LiveObject {
             attrs: attrs(json!({
                 "endpoint": endpoint,
-                "compose": file["StackFileContent"].as_str().unwrap_or_default(),
+                "compose": compose,
+                "secrets": secrets,
                 "env": plain_env(&s["Env"]),
                 "services": services,
             })),
@@ -691,13 +696,31 @@ impl PortainerProvider {
             })
     }
 
+    /// The admin password, needed only to initialise the admin or make a key.
+    fn password<'d>(&'d self, d: &'d DesiredResource) -> Result<&'d str, ProviderError> {
+        d.attrs
+            .get("password")
+            .and_then(Value::as_str)
+            .or(self.settings.password.as_deref())
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| {
+                ProviderError::Config(format!(
+                    "{} needs the Portainer admin password (to {} and make phoenix's API key), and none is set\nhelp: set PHOENIX_PORTAINER_PASSWORD or PHOENIX_PORTAINER_PASSWORD_FILE (a file kept out of git, mode 0600); plans and `validate` do not need it",
+                    d.address,
+                    if self.settings.key_file.exists() { "log in" } else { "initialise the admin" }
+                ))
+            })
+    }
+
     /// Log in with the password the manifests give, make a new API key, keep
     /// it in the key file and remove the key it replaces.
     async fn new_key(&self, d: &DesiredResource, ctx: &dyn OpContext) -> Result<(), ProviderError> {
-        let username = d.attrs["username"].as_str().unwrap_or(model::ADMIN);
-        let password = d.attrs["password"]
-            .as_str()
-            .ok_or_else(|| ProviderError::Config("the Portainer admin has no password".into()))?;
+        let username = d
+            .attrs
+            .get("username")
+            .and_then(Value::as_str)
+            .unwrap_or(model::ADMIN);
+        let password = self.password(d)?;
         let jwt = self.login(username, password).await?;
         let user_id = jwt_user(&jwt);
         ctx.progress("Creating", &format!("a Portainer API key for {username}"));
@@ -759,8 +782,12 @@ impl PortainerProvider {
         d: &DesiredResource,
         ctx: &dyn OpContext,
     ) -> Result<(), ProviderError> {
-        let username = d.attrs["username"].as_str().unwrap_or(model::ADMIN);
-        let password = d.attrs["password"].as_str().unwrap_or_default();
+        let username = d
+            .attrs
+            .get("username")
+            .and_then(Value::as_str)
+            .unwrap_or(model::ADMIN);
+        let password = self.password(d)?;
         ctx.progress("Initialising", &format!("the Portainer admin {username}"));
         let (status, v) = self
             .call(
@@ -800,13 +827,14 @@ impl PortainerProvider {
         let fields = vec![
             ("Name", name.to_string()),
             ("EndpointCreationType", "2".to_string()),
-            (
-                "URL",
-                d.attrs["url"].as_str().unwrap_or_default().to_string(),
-            ),
+            ("URL", d.attr_str("url").to_string()),
             (
                 "GroupID",
-                d.attrs["group_id"].as_u64().unwrap_or(1).to_string(),
+                d.attrs
+                    .get("group_id")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1)
+                    .to_string(),
             ),
             ("TLS", b("tls")),
             ("TLSSkipVerify", b("tls_skip_verify")),
@@ -881,10 +909,19 @@ impl PortainerProvider {
         name: &str,
         existing: Option<u64>,
     ) -> Result<(), ProviderError> {
-        let endpoint = d.attrs["endpoint"].as_str().unwrap_or_default();
+        let endpoint = d.attr_str("endpoint");
         let eid = self.endpoint_id(endpoint).await?;
         let q = [("endpointId", eid.to_string())];
-        let content = d.attrs["compose"].as_str().unwrap_or_default();
+        let versions: BTreeMap<String, String> = d
+            .attrs
+            .get("secrets")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        let content = model::pin_secret_versions(d.attr_str("compose"), &versions)
+            .map_err(|e| ProviderError::Config(format!("stack {name}: {e}")))?;
         match existing {
             Some(id) => {
                 self.ok(
