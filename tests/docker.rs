@@ -542,6 +542,30 @@ fn a_lab_stack_is_deployed_on_the_real_engine_and_its_drift_shows() {
         assert!(out.contains(want), "{want} missing:\n{out}");
     }
     assert!(out.to_lowercase().contains("outside phoenix"), "{out}");
+    // Without an engine for the manager, the same scale is read through the
+    // lab's Portainer, whose Docker proxy forwards to the real engine.
+    let through_portainer = {
+        use phoenix::providers::portainer::{PortainerProvider, PortainerSettings};
+        let p = PortainerProvider::new(
+            PortainerSettings {
+                url: Some(portainer.clone()),
+                key_file: site.root().join("state/portainer-api-key.json"),
+                ..Default::default()
+            },
+            Arc::new(Engines::new(&DockerSettings {
+                manager: Some("realmgr".into()),
+                ..Default::default()
+            })),
+        );
+        let addr = phoenix::model::portainer::Object::Stack("hello".into()).address();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let live = rt.block_on(p.refresh(std::slice::from_ref(&addr))).unwrap();
+        live[&addr].attrs["services"].clone()
+    };
+    assert_eq!(
+        through_portainer,
+        json!({"app": {"image": "busybox:latest", "replicas": 3, "env": {"GREETING": "hello"}}})
+    );
     let (code, out) = run(&["apply", "--auto-approve"]);
     assert_eq!(code, Some(0), "{out}");
     assert_eq!(
