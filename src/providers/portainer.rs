@@ -159,6 +159,14 @@ fn api(status: u16, what: &str, body: &Value) -> ProviderError {
     }
 }
 
+/// The admin's name in a desired `portainer.admin`.
+fn admin_name(d: &DesiredResource) -> &str {
+    d.attrs
+        .get("username")
+        .and_then(Value::as_str)
+        .unwrap_or(model::ADMIN)
+}
+
 fn attrs(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap_or_default()
 }
@@ -715,11 +723,7 @@ impl PortainerProvider {
     /// Log in with the password the manifests give, make a new API key, keep
     /// it in the key file and remove the key it replaces.
     async fn new_key(&self, d: &DesiredResource, ctx: &dyn OpContext) -> Result<(), ProviderError> {
-        let username = d
-            .attrs
-            .get("username")
-            .and_then(Value::as_str)
-            .unwrap_or(model::ADMIN);
+        let username = admin_name(d);
         let password = self.password(d)?;
         let jwt = self.login(username, password).await?;
         let user_id = jwt_user(&jwt);
@@ -782,11 +786,7 @@ impl PortainerProvider {
         d: &DesiredResource,
         ctx: &dyn OpContext,
     ) -> Result<(), ProviderError> {
-        let username = d
-            .attrs
-            .get("username")
-            .and_then(Value::as_str)
-            .unwrap_or(model::ADMIN);
+        let username = admin_name(d);
         let password = self.password(d)?;
         ctx.progress("Initialising", &format!("the Portainer admin {username}"));
         let (status, v) = self
