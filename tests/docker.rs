@@ -115,6 +115,7 @@ fn start_dockerd() -> Result<String, String> {
                 .status()
                 .is_ok_and(|s| s.success())
         {
+            import_busybox(&url)?;
             return Ok(url);
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -413,6 +414,64 @@ impl Drop for LeaveSwarm {
 }
 
 /// `docker -H <engine> ARGS` on the real engine: its stdout, or a panic with its stderr.
+/// `busybox:latest` on the engine, made with `docker import` from a rootfs
+/// of Debian's static busybox: the stacks' tasks really run, with no registry.
+fn import_busybox(url: &str) -> Result<(), String> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        return Err("/bin/busybox is missing (scripts/setup installs busybox-static)".into());
+    }
+    let root = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+    std::fs::copy(busybox, bin.join("busybox")).map_err(|e| e.to_string())?;
+    for applet in ["sh", "sleep", "echo", "cat"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).map_err(|e| e.to_string())?;
+    }
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("tar: {e}"))?;
+    let out = Command::new("docker")
+        .args(["-H", url, "import", "-", "busybox:latest"])
+        .stdin(tar.stdout.ok_or("tar has no stdout")?)
+        .output()
+        .map_err(|e| format!("docker import: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "docker import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until a task of `service` runs on the engine; its state line.
+fn running_task(engine: &str, service: &str) -> String {
+    let t = Instant::now();
+    let mut last = String::new();
+    while t.elapsed() < Duration::from_secs(60) {
+        last = real_docker(
+            engine,
+            &[
+                "service",
+                "ps",
+                service,
+                "--format",
+                "{{.CurrentState}} {{.Error}}",
+            ],
+        );
+        if last.lines().any(|l| l.starts_with("Running")) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("no task of {service} runs after 60 s: {last}");
+}
+
 fn real_docker(engine: &str, args: &[&str]) -> String {
     let out = Command::new("docker")
         .args(["-H", engine])
@@ -531,6 +590,8 @@ fn a_lab_stack_is_deployed_on_the_real_engine_and_its_drift_shows() {
         "{spec}"
     );
     assert_eq!(spec["Mode"]["Replicated"]["Replicas"], json!(1));
+    // Not only listed: its task runs (the imported busybox, on the overlay network).
+    running_task(&engine, "hello_app");
     let (code, out) = run(&["plan", "--detailed-exitcode"]);
     assert_eq!(code, Some(0), "the re-plan is empty: {out}");
 
