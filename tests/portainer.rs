@@ -472,7 +472,12 @@ fn plans_need_no_secrets_and_the_apply_that_does_says_so() {
     let mut mgr = vm_from_image(1721, "nosecretmgr", 131);
     mgr["swarm_role"] = json!("manager");
     mgr["portainer_role"] = json!("primary");
-    site.set_vms(&[mgr]);
+    // Its agent (a worker) deploys the stack.
+    let mut agent = vm_from_image(1722, "nosecretagent", 132);
+    agent["swarm_role"] = json!("worker");
+    agent["portainer_role"] = json!("agent");
+    agent["docker_stacks"] = json!(["vault"]);
+    site.set_vms(&[mgr, agent]);
     let dir = site.root().join("stacks/vault");
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(
@@ -480,13 +485,11 @@ fn plans_need_no_secrets_and_the_apply_that_does_says_so() {
         "services:\n  app:\n    image: busybox\n    secrets: [vault_token]\nsecrets:\n  vault_token:\n    external: true\n",
     )
     .unwrap();
-    site.write("stacks/vault/phoenix.json", &json!({"environments": {}}));
-    let mut vms: Value = serde_json::from_str(
-        &std::fs::read_to_string(site.root().join("etc/phoenix_vm_configs.json")).unwrap(),
-    )
-    .unwrap();
-    vms["vms"][0]["docker_stacks"] = json!(["vault"]);
-    site.write("etc/phoenix_vm_configs.json", &vms);
+    site.write(
+        "stacks/vault/phoenix.json",
+        &json!({"environments": {"production": {"variables": [
+            {"name": "VAULT_PASSWORD", "value": ""}]}}}),
+    );
     let no_secrets = |args: &[&str]| {
         let out = site
             .cmd(args)
@@ -516,6 +519,10 @@ fn plans_need_no_secrets_and_the_apply_that_does_says_so() {
     assert!(out.contains("the apply needs the admin password"), "{out}");
     assert!(
         out.contains("PHOENIX_SECRET_VAULT_TOKEN or secrets/vault_token"),
+        "{out}"
+    );
+    assert!(
+        out.contains("no value is set for VAULT_PASSWORD (PHOENIX_SECRET_VAULT_PASSWORD)"),
         "{out}"
     );
     // The VM does not exist yet: nothing inside it was read.

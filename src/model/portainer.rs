@@ -34,6 +34,9 @@ use crate::manifest::{Diagnostic, Site};
 
 pub const KIND: &str = "portainer";
 pub const ADMIN: &str = "admin";
+/// In a stack's `create`: its secret variables that have no value (no
+/// `PHOENIX_SECRET_<NAME>`, no `secrets/<name>`, empty in the manifest).
+pub const SECRET_ENV_MISSING: &str = "secret_env_missing";
 /// The label `docker stack deploy` (and Portainer) puts on a stack's services.
 pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 /// Portainer's agent listens here unless the manifests say otherwise.
@@ -596,8 +599,23 @@ impl Kind for PortainerKind {
         true
     }
 
-    /// Plans need no password; say early when the apply will.
+    /// Plans need no password or secret values; say early when the apply will.
     fn observe(&self, desired: &DesiredResource, live: Option<&LiveObject>) -> Vec<String> {
+        if let Some(missing) = desired
+            .create
+            .get(SECRET_ENV_MISSING)
+            .and_then(Value::as_array)
+        {
+            let names: Vec<String> = missing
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|n| format!("{n} ({})", super::swarm::secret_env_name(n)))
+                .collect();
+            return vec![format!(
+                "no value is set for {}: whether the secret variables changed is not known, and an apply that deploys this stack needs them",
+                names.join(", ")
+            )];
+        }
         let needs_login = Object::of(&desired.address) == Some(Object::Admin)
             && !desired.attrs.contains_key("password")
             && live.is_none_or(|l| l.attrs.get("api_key") != Some(&json!("valid")));
@@ -690,13 +708,29 @@ impl Kind for PortainerKind {
                                 .iter()
                                 .map(|s| super::swarm::Object::Secret(s.clone()).address()),
                         );
-                        out.push(res(
+                        // A secret variable with no value anywhere (a CI plan) makes
+                        // the whole `secret_env` unknown: not compared, and the
+                        // apply that deploys the stack asks for it.
+                        let missing: Vec<&String> = rd
+                            .secret_env
+                            .iter()
+                            .filter(|(_, v)| v.is_empty())
+                            .map(|(k, _)| k)
+                            .collect();
+                        let mut stack = res(
                             Object::Stack(r.name.clone()),
                             json!({"endpoint": name, "compose": rd.compose, "env": rd.env,
                                    "secret_env": rd.secret_env, "services": rd.services,
                                    "secrets": rd.secret_versions}),
                             deps,
-                        ));
+                        );
+                        if !missing.is_empty() {
+                            stack.attrs.remove("secret_env");
+                            stack
+                                .create
+                                .insert(SECRET_ENV_MISSING.into(), json!(missing));
+                        }
+                        out.push(stack);
                     }
                     Err(e) => diags.push(Diagnostic::error(
                         stack.dir.join("docker-compose.yml"),

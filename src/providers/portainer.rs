@@ -920,6 +920,23 @@ impl PortainerProvider {
             .flatten()
             .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
             .collect();
+        if let Some(missing) = d
+            .create
+            .get(model::SECRET_ENV_MISSING)
+            .and_then(Value::as_array)
+            .filter(|m| !m.is_empty())
+        {
+            let names: Vec<&str> = missing.iter().filter_map(Value::as_str).collect();
+            return Err(ProviderError::Config(format!(
+                "stack {name} needs the value of {} to deploy, and none is set\nhelp: set {} (or write secrets/<name> under the site, mode 0600) and plan again",
+                names.join(", "),
+                names
+                    .iter()
+                    .map(|n| crate::model::swarm::secret_env_name(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
         let content = model::pin_secret_versions(d.attr_str("compose"), &versions)
             .map_err(|e| ProviderError::Config(format!("stack {name}: {e}")))?;
         match existing {
