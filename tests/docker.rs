@@ -1,7 +1,13 @@
 //! The swarm provider against phoenix-lab and against a real dockerd (Debian
 //! `docker.io`, started once for this binary as root, data under a temp dir).
 //! The same scenario runs on both and the transcripts must agree: the lab is
-//! kept honest by the real engine.
+//! kept honest by the real engine. Then a whole site through the CLI whose
+//! stack the lab's Portainer deploys onto the real dockerd.
+
+#[allow(dead_code)]
+mod common;
+// support/mod.rs allows dead code for itself.
+mod support;
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -58,6 +64,10 @@ fn lab() -> &'static (String, Vec<(String, String)>) {
     })
 }
 
+/// The tests that use the real dockerd take it one at a time: each makes its
+/// swarm and leaves it, and the swarm scenario must find none.
+static REAL_ENGINE: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A real dockerd for the whole binary, or why there is none.
 fn dockerd() -> &'static Result<String, String> {
     static D: OnceLock<Result<String, String>> = OnceLock::new();
@@ -77,11 +87,13 @@ fn start_dockerd() -> Result<String, String> {
         .map_err(|e| e.to_string())?
         .keep();
     let sock = dir.join("docker.sock");
-    // The launcher stops dockerd when this process ends (its stdin reaches EOF), then removes the dir.
+    // The launcher stops dockerd when this process ends (its stdin reaches EOF), then removes the dir;
+    // the overlay networks' namespaces stay mounted after dockerd exits, and would keep it.
     let script = format!(
         "dockerd --storage-driver=vfs --data-root {d}/data --exec-root {d}/exec --pidfile {d}/docker.pid \
          -H unix://{s} --iptables=false --ip6tables=false --bridge=none >{d}/log 2>&1 & pid=$!; \
-         cat >/dev/null; kill $pid; wait $pid; rm -rf {d}",
+         cat >/dev/null; kill $pid; wait $pid; for m in {d}/exec/netns/*; do umount $m; done 2>/dev/null; \
+         rm -rf {d}",
         d = dir.display(),
         s = sock.display()
     );
@@ -103,6 +115,7 @@ fn start_dockerd() -> Result<String, String> {
                 .status()
                 .is_ok_and(|s| s.success())
         {
+            import_busybox(&url)?;
             return Ok(url);
         }
         std::thread::sleep(Duration::from_millis(200));
@@ -207,6 +220,8 @@ async fn scenario(manager_url: &str) -> Vec<String> {
             "--detach",
             "--name",
             "app",
+            "--label",
+            "tier=web",
         ])
         .args(["--secret", &format!("source={v1},target=db_password")])
         .arg("busybox:latest")
@@ -217,6 +232,29 @@ async fn scenario(manager_url: &str) -> Vec<String> {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    // The service filters, as the Engine reads them: names and ids are
+    // prefixes, `label=key=` asks for the key only, an unknown key is an error.
+    for f in [
+        "name=ap",
+        "name=pp",
+        "label=tier",
+        "label=tier=",
+        "label=tier=db",
+        "mode=replicated",
+        "mode=global",
+        "bogus=1",
+    ] {
+        let out = Command::new("docker")
+            .args(["-H", &docker_host, "service", "ls", "--format", "{{.Name}}"])
+            .args(["--filter", f])
+            .output()
+            .unwrap();
+        log.push(format!(
+            "services {f}: {}{}",
+            String::from_utf8_lossy(&out.stdout).trim(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
     write_secret(root.path(), "db_password", "second value");
     let v2 = secret_version("db_password", b"second value");
     let sec2 = desired(Object::Secret("db_password".into()), json!({"version": v2}));
@@ -293,8 +331,14 @@ async fn lab_and_dockerd_agree_on_the_swarm_scenario() {
         on_lab.iter().any(|l| l == "secrets: V2"),
         "the old version is gone: {on_lab:?}"
     );
+    assert!(
+        on_lab.iter().any(|l| l == "services name=ap: app")
+            && on_lab.iter().any(|l| l == "services name=pp: "),
+        "{on_lab:?}"
+    );
     match dockerd() {
         Ok(url) => {
+            let _one = REAL_ENGINE.lock().await;
             let on_real = scenario(url).await;
             assert_eq!(on_lab, on_real, "the lab and the real engine disagree");
         }
@@ -355,4 +399,249 @@ async fn workers_join_with_labels_and_rejoin_after_leaving() {
     let live = p.update(&relabeled, &live, &change, &Quiet).await.unwrap();
     assert_eq!(live.attrs, relabeled.attrs);
     lab.shutdown().await;
+}
+
+/// Leaves the real engine's swarm (and so everything in it) when dropped,
+/// however the test ends: the next test on the engine must find none.
+struct LeaveSwarm(String);
+
+impl Drop for LeaveSwarm {
+    fn drop(&mut self) {
+        let _ = Command::new("docker")
+            .args(["-H", &self.0, "swarm", "leave", "--force"])
+            .output();
+    }
+}
+
+/// `docker -H <engine> ARGS` on the real engine: its stdout, or a panic with its stderr.
+/// `busybox:latest` on the engine, made with `docker import` from a rootfs
+/// of Debian's static busybox: the stacks' tasks really run, with no registry.
+fn import_busybox(url: &str) -> Result<(), String> {
+    let busybox = Path::new("/bin/busybox");
+    if !busybox.is_file() {
+        return Err("/bin/busybox is missing (scripts/setup installs busybox-static)".into());
+    }
+    let root = tempfile::tempdir().map_err(|e| e.to_string())?;
+    let bin = root.path().join("bin");
+    std::fs::create_dir_all(&bin).map_err(|e| e.to_string())?;
+    std::fs::copy(busybox, bin.join("busybox")).map_err(|e| e.to_string())?;
+    for applet in ["sh", "sleep", "echo", "cat"] {
+        std::os::unix::fs::symlink("busybox", bin.join(applet)).map_err(|e| e.to_string())?;
+    }
+    let tar = Command::new("tar")
+        .arg("-C")
+        .arg(root.path())
+        .args(["-c", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("tar: {e}"))?;
+    let out = Command::new("docker")
+        .args(["-H", url, "import", "-", "busybox:latest"])
+        .stdin(tar.stdout.ok_or("tar has no stdout")?)
+        .output()
+        .map_err(|e| format!("docker import: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "docker import: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(())
+}
+
+/// Waits until a task of `service` runs on the engine; its state line.
+fn running_task(engine: &str, service: &str) -> String {
+    let t = Instant::now();
+    let mut last = String::new();
+    while t.elapsed() < Duration::from_secs(60) {
+        last = real_docker(
+            engine,
+            &[
+                "service",
+                "ps",
+                service,
+                "--format",
+                "{{.CurrentState}} {{.Error}}",
+            ],
+        );
+        if last.lines().any(|l| l.starts_with("Running")) {
+            return last;
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    panic!("no task of {service} runs after 60 s: {last}");
+}
+
+fn real_docker(engine: &str, args: &[&str]) -> String {
+    let out = Command::new("docker")
+        .args(["-H", engine])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "docker {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A lab of its own, whose node `realmgr` is the real engine; its Portainer URL.
+fn real_engine_lab(engine: &str) -> String {
+    let cfg: phoenix_lab::WorldConfig = serde_json::from_value(json!({"nodes": [
+        {"hostname": "realmgr", "addr": "127.0.0.1", "aliases": ["realmgr-agent.lab"],
+         "engine": engine}
+    ]}))
+    .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        rt.block_on(async move {
+            let lab = phoenix_lab::Lab::start(cfg, "127.0.0.1:0".parse().expect("addr"))
+                .await
+                .expect("lab starts");
+            tx.send(lab.portainer_url()).expect("send");
+            std::future::pending::<()>().await;
+        });
+    });
+    rx.recv().unwrap()
+}
+
+#[test]
+fn a_lab_stack_is_deployed_on_the_real_engine_and_its_drift_shows() {
+    let engine = match dockerd() {
+        Ok(url) => url.clone(),
+        Err(why) => {
+            eprintln!("skipped: {why}");
+            return;
+        }
+    };
+    let _one = REAL_ENGINE.blocking_lock();
+    let _leave = LeaveSwarm(engine.clone());
+    let portainer = real_engine_lab(&engine);
+
+    // One VM, the swarm's manager and Portainer's agent, whose engine is the real one.
+    let site = common::Site::new(&[]);
+    let mut vm = common::vm_from_image(1741, "realmgr", 141);
+    vm["network_config"]["ip"] = json!("127.0.0.1/8");
+    vm["swarm_role"] = json!("manager");
+    vm["portainer_role"] = json!("agent");
+    vm["portainer_agent_hostname"] = json!("realmgr-agent.lab");
+    vm["docker_stacks"] = json!(["hello"]);
+    site.set_vms(&[vm]);
+    let dir = site.root().join("stacks/hello");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("docker-compose.yml"),
+        "version: '3.8'\nservices:\n  app:\n    image: busybox:latest\n    command: [\"sleep\", \"3600\"]\n    environment:\n      - GREETING=${GREETING}\n    networks:\n      - public\nnetworks:\n  public:\n    external: true\n    name: hello-public\n",
+    )
+    .unwrap();
+    site.write(
+        "stacks/hello/phoenix.json",
+        &json!({"environments": {"production": {
+            "variables": [{"name": "GREETING", "value": "hello"}]}}}),
+    );
+    let run = |args: &[&str]| -> (Option<i32>, String) {
+        let out = site
+            .cmd(args)
+            .env("PHOENIX_PORTAINER_URL", &portainer)
+            .env("PHOENIX_PORTAINER_PASSWORD", "real-engine-admin-pw")
+            .env("PHOENIX_DOCKER_HOST", format!("realmgr={engine}"))
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            format!("{}{}", common::stdout(&out), common::stderr(&out)),
+        )
+    };
+
+    let (code, out) = run(&["apply", "--auto-approve"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("portainer.stack.hello"), "{out}");
+    // The services exist on the real engine, made by `docker stack deploy` with the stack's variables.
+    assert_eq!(
+        real_docker(
+            &engine,
+            &[
+                "service",
+                "ls",
+                "--filter",
+                "label=com.docker.stack.namespace=hello",
+                "--format",
+                "{{.Name}}"
+            ]
+        ),
+        "hello_app"
+    );
+    let spec = real_docker(
+        &engine,
+        &[
+            "service",
+            "inspect",
+            "hello_app",
+            "--format",
+            "{{json .Spec}}",
+        ],
+    );
+    let spec: Value = serde_json::from_str(&spec).unwrap();
+    assert_eq!(
+        spec["TaskTemplate"]["ContainerSpec"]["Env"],
+        json!(["GREETING=hello"]),
+        "{spec}"
+    );
+    assert_eq!(spec["Mode"]["Replicated"]["Replicas"], json!(1));
+    // Not only listed: its task runs (the imported busybox, on the overlay network).
+    running_task(&engine, "hello_app");
+    let (code, out) = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "the re-plan is empty: {out}");
+
+    // Scaled on the real engine behind phoenix's back: drift on the stack, by field.
+    real_docker(&engine, &["service", "scale", "--detach", "hello_app=3"]);
+    let (code, out) = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(2), "{out}");
+    for want in ["portainer.stack.hello", "services.app.replicas"] {
+        assert!(out.contains(want), "{want} missing:\n{out}");
+    }
+    assert!(out.to_lowercase().contains("outside phoenix"), "{out}");
+    // Without an engine for the manager, the same scale is read through the
+    // lab's Portainer, whose Docker proxy forwards to the real engine.
+    let through_portainer = {
+        use phoenix::providers::portainer::{PortainerProvider, PortainerSettings};
+        let p = PortainerProvider::new(
+            PortainerSettings {
+                url: Some(portainer.clone()),
+                key_file: site.root().join("state/portainer-api-key.json"),
+                ..Default::default()
+            },
+            Arc::new(Engines::new(&DockerSettings {
+                manager: Some("realmgr".into()),
+                ..Default::default()
+            })),
+        );
+        let addr = phoenix::model::portainer::Object::Stack("hello".into()).address();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        let live = rt.block_on(p.refresh(std::slice::from_ref(&addr))).unwrap();
+        live[&addr].attrs["services"].clone()
+    };
+    assert_eq!(
+        through_portainer,
+        json!({"app": {"image": "busybox:latest", "replicas": 3, "env": {"GREETING": "hello"}}})
+    );
+    let (code, out) = run(&["apply", "--auto-approve"]);
+    assert_eq!(code, Some(0), "{out}");
+    assert_eq!(
+        real_docker(
+            &engine,
+            &[
+                "service",
+                "inspect",
+                "hello_app",
+                "--format",
+                "{{.Spec.Mode.Replicated.Replicas}}"
+            ]
+        ),
+        "1"
+    );
+    let (code, out) = run(&["plan", "--detailed-exitcode"]);
+    assert_eq!(code, Some(0), "{out}");
 }

@@ -123,13 +123,24 @@ fn in_place_updates_grow_and_forced_replacement() {
     );
 
     // unprivileged cannot change in place: replacement, refused without --allow-destroy.
-    let mut privileged = changed.clone();
+    // Its firewall goes with it (PVE removes a destroyed guest's firewall), so
+    // the plan creates that again after it.
+    let mut walled = changed.clone();
+    walled["firewall"] = json!({"enabled": true, "rules": [
+        {"type": "in", "action": "ACCEPT", "proto": "tcp", "port": "22", "comment": "ssh"}]});
+    site.set_lxcs(&[(320, walled.clone())]);
+    site.cmd(&["apply", "--auto-approve"]).assert().success();
+    let mut privileged = walled.clone();
     privileged["unprivileged"] = json!(false);
     site.set_lxcs(&[(320, privileged)]);
     let out = site.cmd(&["plan"]).output().unwrap();
     let text = stdout(&out);
     assert!(text.contains("lxc.320 must be replaced"), "{text}");
     assert!(text.contains("# forces replacement"), "{text}");
+    assert!(
+        text.contains("firewall.320 will be created again: its guest is replaced"),
+        "{text}"
+    );
     let out = site.cmd(&["apply", "--auto-approve"]).output().unwrap();
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("--allow-destroy"), "{}", stderr(&out));
@@ -141,6 +152,13 @@ fn in_place_updates_grow_and_forced_replacement() {
     assert!(
         cfg["unprivileged"].is_null() || cfg["unprivileged"] == json!(0),
         "{cfg}"
+    );
+    let pve = Pve::new();
+    let rules = pve.get(&format!("/nodes/{}/lxc/320/firewall/rules", pve.node()));
+    assert_eq!(
+        rules.as_array().map(Vec::len),
+        Some(1),
+        "one rule, not two: {rules}"
     );
 }
 

@@ -213,6 +213,7 @@ fn route(
         ("GET", ["secrets"]) => {
             let f = filters(q)?;
             let c = manager(w, idx)?;
+            accept(&f, &["names", "name", "id", "label"])?;
             let list: Vec<Value> = c
                 .secrets
                 .values()
@@ -234,10 +235,12 @@ fn route(
             let f = filters(q)?;
             let with_status = q.get("status").is_some_and(|s| s == "true" || s == "1");
             let c = manager(w, idx)?;
+            // The keys the Engine accepts, checked after it knows it is a manager (as it does).
+            accept(&f, &["name", "id", "label", "mode", "runtime"])?;
             let list: Vec<Value> = c
                 .services
                 .values()
-                .filter(|s| named_matches(s, &f))
+                .filter(|s| named_matches(s, &f) && mode_matches(s, &f))
                 .map(|s| service_json(s, with_status))
                 .collect();
             Ok(Reply::json(200, Value::Array(list)))
@@ -379,21 +382,48 @@ fn filters(q: &BTreeMap<String, String>) -> Result<BTreeMap<String, Vec<String>>
     Ok(out)
 }
 
-/// `label=key` or `label=key=value` against a label map.
+/// A filter key the Engine does not know is its 400, not an ignored key: a
+/// client with a typo gets an error there, never every object.
+fn accept(f: &BTreeMap<String, Vec<String>>, accepted: &[&str]) -> Result<(), Reply> {
+    match f.keys().find(|k| !accepted.contains(&k.as_str())) {
+        Some(k) => Err(Reply::error(400, format!("Invalid filter '{k}'"))),
+        None => Ok(()),
+    }
+}
+
+/// `label=key` or `label=key=value` against a swarm object's labels, as
+/// SwarmKit matches them: every one must hold, and an empty value (`key=`)
+/// asks only that the key be there.
 fn labels_match(labels: &Value, wanted: &[String]) -> bool {
     wanted.iter().all(|l| match l.split_once('=') {
+        Some((k, "")) => labels.get(k).is_some(),
         Some((k, v)) => labels.get(k).and_then(Value::as_str) == Some(v),
         None => labels.get(l.as_str()).is_some(),
     })
 }
 
+/// SwarmKit's `name` and `id` filters are prefixes (`name=web` finds
+/// `web_app`, `name=app` does not); `names` (secrets) are exact.
 fn named_matches(o: &Obj, f: &BTreeMap<String, Vec<String>>) -> bool {
     f.get("name")
-        .is_none_or(|names| names.iter().any(|n| o.name().contains(n.as_str())))
+        .is_none_or(|names| names.iter().any(|n| o.name().starts_with(n.as_str())))
+        && f.get("names")
+            .is_none_or(|names| names.iter().any(|n| o.name() == n.as_str()))
         && f.get("id")
             .is_none_or(|ids| ids.iter().any(|i| o.id.starts_with(i.as_str())))
         && f.get("label")
             .is_none_or(|l| labels_match(&o.spec["Labels"], l))
+}
+
+/// A service's `mode` filter: `replicated` or `global` (any other value matches nothing).
+fn mode_matches(o: &Obj, f: &BTreeMap<String, Vec<String>>) -> bool {
+    f.get("mode").is_none_or(|modes| {
+        modes.iter().any(|m| match m.as_str() {
+            "global" => o.spec["Mode"].get("Global").is_some(),
+            "replicated" => o.spec["Mode"].get("Replicated").is_some(),
+            _ => false,
+        })
+    })
 }
 
 fn node_matches(n: &Value, f: &BTreeMap<String, Vec<String>>) -> bool {

@@ -15,6 +15,7 @@ pub mod compose;
 pub mod docker;
 pub mod gojson;
 pub mod portainer;
+pub mod real;
 pub mod world;
 
 use std::collections::BTreeMap;
@@ -46,6 +47,11 @@ pub enum LabError {
     },
     #[error("node `{0}` is listed twice in the world")]
     DuplicateNode(String),
+    #[error("node `{node}`: {source}")]
+    BadEngine {
+        node: String,
+        source: real::BadEngineUrl,
+    },
 }
 
 struct NodeServer {
@@ -57,6 +63,9 @@ struct NodeServer {
 struct Shared {
     world: Mutex<World>,
     nodes: tokio::sync::Mutex<Vec<NodeServer>>,
+    /// Stack writes on real engines, one at a time: the name checked before
+    /// `docker stack deploy` is still free when the stack is recorded.
+    real_stacks: tokio::sync::Mutex<()>,
 }
 
 impl Shared {
@@ -83,10 +92,17 @@ impl Lab {
             if !seen.insert(n.hostname.clone()) {
                 return Err(LabError::DuplicateNode(n.hostname.clone()));
             }
+            if let Some(e) = &n.engine {
+                real::check_url(e).map_err(|source| LabError::BadEngine {
+                    node: n.hostname.clone(),
+                    source,
+                })?;
+            }
         }
         let shared = Arc::new(Shared {
             world: Mutex::new(World::new(&cfg)),
             nodes: tokio::sync::Mutex::new(Vec::new()),
+            real_stacks: tokio::sync::Mutex::new(()),
         });
         let listener = TcpListener::bind(listen)
             .await
@@ -116,6 +132,10 @@ impl Lab {
         };
         let mut servers = Vec::new();
         for (i, n) in cfg.nodes.iter().enumerate() {
+            // A real engine is served by itself; its URL is in the world already.
+            if n.engine.is_some() {
+                continue;
+            }
             let port = if n.port != 0 {
                 n.port
             } else if listen.port() != 0 {
@@ -389,7 +409,7 @@ async fn portainer_handler(State(shared): State<Arc<Shared>>, req: Request) -> R
         };
         (form, bytes)
     };
-    let r = {
+    let outcome = {
         let mut w = shared.world();
         portainer::handle(
             &mut w,
@@ -404,8 +424,71 @@ async fn portainer_handler(State(shared): State<Arc<Shared>>, req: Request) -> R
             },
         )
     };
+    let r = match outcome {
+        portainer::Outcome::Done(r) => r,
+        portainer::Outcome::Real(op) => run_real(&shared, op, body.to_vec()).await,
+    };
     tracing::debug!(%method, path = %uri.path(), status = r.status, "portainer");
     reply_response(r)
+}
+
+/// Do a request's work on a real engine (the world unlocked meanwhile), then record it.
+async fn run_real(shared: &Shared, op: portainer::RealOp, body: Vec<u8>) -> Reply {
+    use portainer::RealOp;
+    match &op {
+        RealOp::Proxy {
+            engine,
+            method,
+            path,
+            query,
+        } => real::proxy(engine, method, path, query, body).await,
+        RealOp::Deploy {
+            engine,
+            stack,
+            name,
+            swarm_id,
+            file,
+            env,
+            prune,
+            ..
+        } => {
+            let _one = shared.real_stacks.lock().await;
+            if stack.is_none() {
+                match real::swarm_id(engine).await {
+                    Ok(Some(id)) if id == *swarm_id => {}
+                    Ok(_) => {
+                        return portainer::error(
+                            400,
+                            "Invalid request payload",
+                            &format!("the environment is not part of swarm {swarm_id}"),
+                        );
+                    }
+                    Err(e) => {
+                        return portainer::error(
+                            500,
+                            "Unable to deploy stack",
+                            &format!("{engine}: {e}"),
+                        );
+                    }
+                }
+            }
+            match real::stack_deploy(engine, name, file, env, *prune).await {
+                Ok(()) => portainer::commit_deploy(&mut shared.world(), &op),
+                Err(e) => portainer::error(500, "Unable to deploy stack", &e.to_string()),
+            }
+        }
+        RealOp::Remove {
+            engine,
+            stack,
+            name,
+        } => {
+            let _one = shared.real_stacks.lock().await;
+            match real::stack_rm(engine, name).await {
+                Ok(()) => portainer::commit_remove(&mut shared.world(), *stack),
+                Err(e) => portainer::error(500, "Unable to remove stack", &e.to_string()),
+            }
+        }
+    }
 }
 
 async fn control(shared: &Arc<Shared>, method: &Method, path: &str, req: Request) -> Response {

@@ -30,7 +30,20 @@ enum Command {
         /// The world: nodes and faults (JSON; see lab/README.md). Default: the seed's two VMs.
         #[arg(long)]
         world: Option<PathBuf>,
+        /// Make node HOSTNAME a real Docker engine (unix:///path, tcp://host:port or
+        /// http://host:port): its environment's stacks run `docker stack deploy` there.
+        /// A hostname the world lacks is added. Repeatable.
+        #[arg(long, value_name = "HOSTNAME=URL", value_parser = parse_engine)]
+        engine: Vec<(String, String)>,
     },
+}
+
+fn parse_engine(s: &str) -> Result<(String, String), String> {
+    let (host, url) = s
+        .split_once('=')
+        .ok_or_else(|| format!("`{s}` is not HOSTNAME=URL"))?;
+    phoenix_lab::real::check_url(url).map_err(|e| e.to_string())?;
+    Ok((host.to_string(), url.to_string()))
 }
 
 #[tokio::main]
@@ -42,7 +55,11 @@ async fn main() -> Result<()> {
         )
         .with_writer(std::io::stderr)
         .init();
-    let Command::Serve { listen, world } = Cli::parse().command;
+    let Command::Serve {
+        listen,
+        world,
+        engine,
+    } = Cli::parse().command;
     if !listen.ip().is_loopback() {
         bail!("phoenix-lab serves on loopback only; {listen} is not a loopback address");
     }
@@ -55,6 +72,19 @@ async fn main() -> Result<()> {
         }
         None => serde_json::from_str("{}")?,
     };
+    let mut cfg = cfg;
+    for (host, url) in engine {
+        match cfg.nodes.iter_mut().find(|n| n.hostname == host) {
+            Some(n) => n.engine = Some(url),
+            None => cfg.nodes.push(phoenix_lab::NodeConfig {
+                hostname: host,
+                addr: "127.0.0.1".into(),
+                aliases: Vec::new(),
+                port: 0,
+                engine: Some(url),
+            }),
+        }
+    }
     let lab = Lab::start(cfg, listen).await?;
     println!("portainer {}", lab.portainer_url());
     for (host, url) in lab.docker_urls() {

@@ -40,8 +40,184 @@ pub struct Request<'a> {
 
 type Res = Result<Reply, Reply>;
 
-pub fn handle(w: &mut World, req: &Request) -> Reply {
-    route(w, req).unwrap_or_else(|e| e)
+/// Work on a real engine's node ([`crate::real`]): done by the caller
+/// outside the world's lock, then recorded with [`commit_deploy`] or
+/// [`commit_remove`].
+#[derive(Debug, Clone)]
+pub enum RealOp {
+    /// `/api/endpoints/{id}/docker/*`, forwarded to the engine.
+    Proxy {
+        engine: String,
+        method: String,
+        path: String,
+        query: BTreeMap<String, String>,
+    },
+    /// A stack created (`stack` is `None`; the swarm id is checked on the
+    /// engine first) or updated.
+    Deploy {
+        engine: String,
+        stack: Option<u64>,
+        endpoint: u64,
+        name: String,
+        swarm_id: String,
+        file: String,
+        env_json: Value,
+        env: BTreeMap<String, String>,
+        prune: bool,
+        user: u64,
+    },
+    Remove {
+        engine: String,
+        stack: u64,
+        name: String,
+    },
+}
+
+/// What a request comes to: an answer, or work on a real engine first.
+pub enum Outcome {
+    Done(Reply),
+    Real(RealOp),
+}
+
+pub fn handle(w: &mut World, req: &Request) -> Outcome {
+    match real_op(w, req) {
+        Some(Ok(op)) => Outcome::Real(op),
+        Some(Err(r)) => Outcome::Done(r),
+        None => Outcome::Done(route(w, req).unwrap_or_else(|e| e)),
+    }
+}
+
+/// The real engine behind an environment, if it is one.
+fn real_engine(w: &World, endpoint: u64) -> Option<(usize, String)> {
+    let url = w.portainer.endpoints.get(&endpoint)?["URL"].as_str()?;
+    let idx = engine_for_url(w, url)?;
+    Some((idx, w.engines[idx].real.clone()?))
+}
+
+/// A request for a real engine's environment: the proxy and the stack
+/// writes. `None`: not one, the simulation answers it.
+fn real_op(w: &World, req: &Request) -> Option<Result<RealOp, Reply>> {
+    let segs: Vec<&str> = req
+        .path
+        .trim_end_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
+    let rest = segs.strip_prefix(&["api"])?;
+    let endpoint: u64 = match (req.method, rest) {
+        (_, ["endpoints", id, "docker", ..]) => id.parse().ok()?,
+        ("POST", ["stacks", "create", "swarm", "string"])
+        | ("PUT", ["stacks", _])
+        | ("DELETE", ["stacks", _]) => req.query.get("endpointId")?.parse().ok()?,
+        _ => return None,
+    };
+    let (idx, engine) = real_engine(w, endpoint)?;
+    Some(real_op_on(w, req, rest, endpoint, idx, engine))
+}
+
+fn real_op_on(
+    w: &World,
+    req: &Request,
+    rest: &[&str],
+    endpoint: u64,
+    idx: usize,
+    engine: String,
+) -> Result<RealOp, Reply> {
+    let (user, _) = authenticate(w, req)?;
+    if w.is_down(&w.engines[idx].hostname) {
+        return Err(error(
+            502,
+            "Unable to proxy the request via the Docker socket",
+            &format!("{engine}: the node is down (phoenix-lab fault)"),
+        ));
+    }
+    match (req.method, rest) {
+        (_, ["endpoints", _, "docker", tail @ ..]) => Ok(RealOp::Proxy {
+            engine,
+            method: req.method.to_string(),
+            path: format!("/{}", tail.join("/")),
+            query: req.query.clone(),
+        }),
+        ("POST", ["stacks", "create", "swarm", "string"]) => {
+            let CreatePayload {
+                name,
+                swarm_id,
+                file,
+                env_json,
+                env,
+            } = create_payload(w, req)?;
+            Ok(RealOp::Deploy {
+                engine,
+                stack: None,
+                endpoint,
+                name,
+                swarm_id,
+                file,
+                env_json,
+                env,
+                prune: false,
+                user,
+            })
+        }
+        ("PUT", ["stacks", id]) => {
+            let s = stack(w, id)?;
+            let body = json_body(req)?;
+            let file = match str_of(&body, "StackFileContent") {
+                c if c.is_empty() => s.file.clone(),
+                c => c,
+            };
+            let (env_json, env) = env_pairs(&body)?;
+            Ok(RealOp::Deploy {
+                engine,
+                stack: s.meta["Id"].as_u64(),
+                endpoint,
+                name: s.meta["Name"].as_str().unwrap_or_default().to_string(),
+                swarm_id: str_of(&s.meta, "SwarmId"),
+                file,
+                env_json,
+                env,
+                prune: crate::gojson::bool_of(&body, "Prune"),
+                user,
+            })
+        }
+        ("DELETE", ["stacks", id]) => {
+            let s = stack(w, id)?;
+            Ok(RealOp::Remove {
+                engine,
+                stack: s.meta["Id"].as_u64().unwrap_or_default(),
+                name: s.meta["Name"].as_str().unwrap_or_default().to_string(),
+            })
+        }
+        _ => Err(error(404, "Not found", "404 page not found")),
+    }
+}
+
+/// Record a stack deployed on a real engine (created or updated).
+pub fn commit_deploy(w: &mut World, op: &RealOp) -> Reply {
+    let RealOp::Deploy {
+        stack: id,
+        endpoint,
+        name,
+        swarm_id,
+        file,
+        env_json,
+        user,
+        ..
+    } = op
+    else {
+        return error(500, "Unable to deploy stack", "not a deployment");
+    };
+    let r = match id {
+        None => record_new_stack(w, *endpoint, name, swarm_id, file, env_json.clone(), *user),
+        Some(id) => record_update(w, *id, file, env_json.clone(), *user),
+    };
+    r.unwrap_or_else(|e| e)
+}
+
+/// Forget a stack removed from a real engine.
+pub fn commit_remove(w: &mut World, stack: u64) -> Reply {
+    w.portainer.stacks.remove(&stack);
+    Reply::empty(204)
 }
 
 fn json_body(req: &Request) -> Result<Value, Reply> {
@@ -143,6 +319,7 @@ fn route(w: &mut World, req: &Request) -> Res {
                 .map(|e| Reply::json(200, e))
                 .ok_or_else(endpoint_not_found)
         }
+        ("PUT", ["endpoints", id]) => endpoint_update(w, req, id),
         ("DELETE", ["endpoints", id]) => {
             let id = endpoint_id(id)?;
             w.portainer
@@ -544,6 +721,95 @@ fn endpoint_create(w: &mut World, req: &Request) -> Res {
     Ok(Reply::json(200, e))
 }
 
+/// A field of an update payload: absent (or JSON null, as Go leaves a nil
+/// pointer) is `None`; present with the wrong type is Go's decode error.
+fn field<'a, T>(
+    body: &'a Value,
+    key: &str,
+    as_t: impl Fn(&'a Value) -> Option<T>,
+) -> Result<Option<T>, Reply> {
+    match get(body, key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => as_t(v).map(Some).ok_or_else(|| {
+            error(
+                400,
+                "Invalid request payload",
+                &format!(
+                    "json: cannot unmarshal {v} into Go struct field endpointUpdatePayload.{key}"
+                ),
+            )
+        }),
+    }
+}
+
+/// `PUT /api/endpoints/{id}` as Portainer's `endpointUpdate`: every field is
+/// optional; the skip flags count only beside `TLS: true`, and `TLS: false`
+/// clears them. Portainer re-creates its proxy to the agent and does not
+/// call it, so a new URL is stored whether the agent answers there or not.
+fn endpoint_update(w: &mut World, req: &Request, id: &str) -> Res {
+    let id = endpoint_id(id)?;
+    let body = json_body(req)?;
+    if !body.is_object() {
+        return Err(error(
+            400,
+            "Invalid request payload",
+            "json: cannot unmarshal into Go value of type endpointUpdatePayload",
+        ));
+    }
+    let name = field(&body, "Name", Value::as_str)?;
+    let url = field(&body, "URL", Value::as_str)?;
+    let public = field(&body, "PublicURL", Value::as_str)?;
+    let group = field(&body, "GroupID", Value::as_u64)?;
+    let tls = field(&body, "TLS", Value::as_bool)?;
+    let skip = field(&body, "TLSSkipVerify", Value::as_bool)?;
+    let skip_client = field(&body, "TLSSkipClientVerify", Value::as_bool)?;
+    if !w.portainer.endpoints.contains_key(&id) {
+        return Err(endpoint_not_found());
+    }
+    if let Some(n) = name
+        && w.portainer
+            .endpoints
+            .iter()
+            .any(|(other, e)| *other != id && e["Name"] == n)
+    {
+        return Err(error(409, "Name is not unique", "Name is not unique"));
+    }
+    let e = w
+        .portainer
+        .endpoints
+        .get_mut(&id)
+        .ok_or_else(endpoint_not_found)?;
+    if let Some(n) = name {
+        e["Name"] = json!(n);
+    }
+    if let Some(u) = url {
+        e["URL"] = json!(u);
+    }
+    if let Some(p) = public {
+        e["PublicURL"] = json!(p);
+    }
+    if let Some(g) = group {
+        e["GroupId"] = json!(g);
+    }
+    match tls {
+        Some(true) => {
+            e["TLSConfig"]["TLS"] = json!(true);
+            if let Some(s) = skip {
+                e["TLSConfig"]["TLSSkipVerify"] = json!(s);
+            }
+            if let Some(s) = skip_client {
+                e["TLSConfig"]["TLSSkipClientVerify"] = json!(s);
+            }
+        }
+        Some(false) => {
+            e["TLSConfig"] =
+                json!({"TLS": false, "TLSSkipVerify": false, "TLSSkipClientVerify": false});
+        }
+        None => {}
+    }
+    Ok(Reply::json(200, e.clone()))
+}
+
 fn stack(w: &World, id: &str) -> Result<Stack, Reply> {
     let id: u64 = id
         .parse()
@@ -590,8 +856,18 @@ fn query_endpoint(req: &Request) -> Result<u64, Reply> {
         })
 }
 
-fn stack_create(w: &mut World, req: &Request, user: u64) -> Res {
-    let endpoint = query_endpoint(req)?;
+/// A `POST /api/stacks/create/swarm/string` body, checked.
+struct CreatePayload {
+    name: String,
+    swarm_id: String,
+    file: String,
+    /// `Env` as stored, and as a map for the deployment.
+    env_json: Value,
+    env: BTreeMap<String, String>,
+}
+
+/// Read and check a stack creation: name, swarm id, file, env; a name taken is 409.
+fn create_payload(w: &World, req: &Request) -> Result<CreatePayload, Reply> {
     let body = json_body(req)?;
     let name = str_of(&body, "Name").to_lowercase();
     let swarm_id = str_of(&body, "SwarmID");
@@ -610,18 +886,92 @@ fn stack_create(w: &mut World, req: &Request, user: u64) -> Res {
         ));
     }
     let (env_json, env) = env_pairs(&body)?;
-    let idx = engine_of(w, endpoint)?;
-    if w.portainer
-        .stacks
-        .values()
-        .any(|s| s.meta["Name"] == name.as_str())
-    {
+    name_is_free(w, &name)?;
+    Ok(CreatePayload {
+        name,
+        swarm_id,
+        file: content,
+        env_json,
+        env,
+    })
+}
+
+fn name_is_free(w: &World, name: &str) -> Result<(), Reply> {
+    if w.portainer.stacks.values().any(|s| s.meta["Name"] == name) {
         return Err(error(
             409,
             &format!("A stack with the normalized name '{name}' already exists"),
             "Stack name must be unique",
         ));
     }
+    Ok(())
+}
+
+fn username(w: &World, user: u64) -> String {
+    w.portainer
+        .users
+        .iter()
+        .find(|u| u.id == user)
+        .map_or(String::new(), |u| u.username.clone())
+}
+
+/// Store a new stack (deployed already) and answer with it.
+fn record_new_stack(
+    w: &mut World,
+    endpoint: u64,
+    name: &str,
+    swarm_id: &str,
+    content: &str,
+    env_json: Value,
+    user: u64,
+) -> Res {
+    // Checked again: a real deployment ran outside the world's lock.
+    name_is_free(w, name)?;
+    let id = w.portainer.next_id();
+    let meta = json!({
+        "Id": id, "Name": name, "Type": 1, "EndpointId": endpoint, "SwarmId": swarm_id,
+        "EntryPoint": "docker-compose.yml", "Env": env_json,
+        "ResourceControl": {"Id": id, "ResourceId": format!("{swarm_id}_{name}"), "Type": 6, "AdministratorsOnly": true, "Public": false},
+        "Status": 1, "ProjectPath": format!("/data/compose/{id}"), "CreationDate": now_unix(),
+        "CreatedBy": username(w, user), "UpdateDate": 0, "UpdatedBy": "", "AdditionalFiles": null,
+        "AutoUpdate": null, "Option": null, "GitConfig": null, "FromAppTemplate": false,
+        "Namespace": "", "IsComposeFormat": false,
+    });
+    w.portainer.stacks.insert(
+        id,
+        Stack {
+            meta: meta.clone(),
+            file: content.to_string(),
+        },
+    );
+    Ok(Reply::json(200, meta))
+}
+
+/// Store a stack's new file and env (deployed already) and answer with it.
+fn record_update(w: &mut World, sid: u64, content: &str, env_json: Value, user: u64) -> Res {
+    let by = username(w, user);
+    let entry = w
+        .portainer
+        .stacks
+        .get_mut(&sid)
+        .ok_or_else(|| error(404, "Unable to find a stack", "gone"))?;
+    entry.file = content.to_string();
+    entry.meta["Env"] = env_json;
+    entry.meta["UpdateDate"] = json!(now_unix());
+    entry.meta["UpdatedBy"] = json!(by);
+    Ok(Reply::json(200, entry.meta.clone()))
+}
+
+fn stack_create(w: &mut World, req: &Request, user: u64) -> Res {
+    let endpoint = query_endpoint(req)?;
+    let CreatePayload {
+        name,
+        swarm_id,
+        file: content,
+        env_json,
+        env,
+    } = create_payload(w, req)?;
+    let idx = engine_of(w, endpoint)?;
     let cid = w.engines[idx]
         .swarm
         .as_ref()
@@ -640,30 +990,7 @@ fn stack_create(w: &mut World, req: &Request, user: u64) -> Res {
         .ok_or_else(|| error(500, "Unable to deploy stack", "swarm gone"))?;
     compose::deploy(c, &name, &content, &env, false)
         .map_err(|e| error(500, "Unable to deploy stack", &e))?;
-    let id = w.portainer.next_id();
-    let username = w
-        .portainer
-        .users
-        .iter()
-        .find(|u| u.id == user)
-        .map_or(String::new(), |u| u.username.clone());
-    let meta = json!({
-        "Id": id, "Name": name, "Type": 1, "EndpointId": endpoint, "SwarmId": swarm_id,
-        "EntryPoint": "docker-compose.yml", "Env": env_json,
-        "ResourceControl": {"Id": id, "ResourceId": format!("{swarm_id}_{name}"), "Type": 6, "AdministratorsOnly": true, "Public": false},
-        "Status": 1, "ProjectPath": format!("/data/compose/{id}"), "CreationDate": now_unix(),
-        "CreatedBy": username, "UpdateDate": 0, "UpdatedBy": "", "AdditionalFiles": null,
-        "AutoUpdate": null, "Option": null, "GitConfig": null, "FromAppTemplate": false,
-        "Namespace": "", "IsComposeFormat": false,
-    });
-    w.portainer.stacks.insert(
-        id,
-        Stack {
-            meta: meta.clone(),
-            file: content,
-        },
-    );
-    Ok(Reply::json(200, meta))
+    record_new_stack(w, endpoint, &name, &swarm_id, &content, env_json, user)
 }
 
 fn stack_update(w: &mut World, req: &Request, user: u64, id: &str) -> Res {
@@ -695,23 +1022,8 @@ fn stack_update(w: &mut World, req: &Request, user: u64, id: &str) -> Res {
         .ok_or_else(|| error(500, "Unable to deploy stack", "swarm gone"))?;
     compose::deploy(c, &name, &content, &env, prune)
         .map_err(|e| error(500, "Unable to deploy stack", &e))?;
-    let username = w
-        .portainer
-        .users
-        .iter()
-        .find(|u| u.id == user)
-        .map_or(String::new(), |u| u.username.clone());
     let sid = s.meta["Id"].as_u64().unwrap_or_default();
-    let entry = w
-        .portainer
-        .stacks
-        .get_mut(&sid)
-        .ok_or_else(|| error(404, "Unable to find a stack", "gone"))?;
-    entry.file = content;
-    entry.meta["Env"] = env_json;
-    entry.meta["UpdateDate"] = json!(now_unix());
-    entry.meta["UpdatedBy"] = json!(username);
-    Ok(Reply::json(200, entry.meta.clone()))
+    record_update(w, sid, &content, env_json, user)
 }
 
 fn stack_delete(w: &mut World, req: &Request, id: &str) -> Res {

@@ -34,6 +34,11 @@ pub struct NodeConfig {
     /// The port to serve its Engine API on; 0 or absent: the next free one.
     #[serde(default)]
     pub port: u16,
+    /// A real Docker engine that is this node (`unix:///path`, `tcp://host:port`,
+    /// `http://host:port`): nothing is simulated for it, Portainer's Docker
+    /// proxy forwards there and its stacks run `docker stack deploy` on it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
 }
 
 fn loopback() -> String {
@@ -48,6 +53,7 @@ fn default_nodes() -> Vec<NodeConfig> {
             addr: "10.0.0.111".into(),
             aliases: vec![],
             port: 0,
+            engine: None,
         },
         NodeConfig {
             hostname: "drphoenix".into(),
@@ -57,6 +63,7 @@ fn default_nodes() -> Vec<NodeConfig> {
                 "drphoenix-agent.internal.thinkheads.ai".into(),
             ],
             port: 0,
+            engine: None,
         },
     ]
 }
@@ -206,8 +213,11 @@ pub struct Engine {
     pub id: String,
     /// The swarm it belongs to and its node id there.
     pub swarm: Option<Membership>,
-    /// Where its API is served (`http://127.0.0.1:PORT`), once bound.
+    /// Where its API is served (`http://127.0.0.1:PORT`), once bound; a
+    /// real engine's own URL.
     pub url: String,
+    /// The real engine this node is, if it is one ([`crate::real`]).
+    pub real: Option<String>,
 }
 
 #[derive(Debug, Clone)]
@@ -378,7 +388,8 @@ impl World {
                     aliases: n.aliases.clone(),
                     id: swarm_id(),
                     swarm: None,
-                    url: String::new(),
+                    url: n.engine.clone().unwrap_or_default(),
+                    real: n.engine.clone(),
                 })
                 .collect(),
             clusters: BTreeMap::new(),

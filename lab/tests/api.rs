@@ -50,6 +50,20 @@ fn every_route_is_in_the_references() {
     let portainer =
         std::fs::read_to_string(format!("{specs}/portainer/requested-endpoints-ce.txt")).unwrap();
     let mut listed = BTreeSet::new();
+    // Portainer's own annotations of its handlers (2.23.0): the routes the
+    // requested list leaves out, such as `PUT /api/endpoints/{id}`.
+    let annotations: Value = serde_json::from_str(
+        &std::fs::read_to_string(format!(
+            "{specs}/portainer/portainer-ce-2.23.0-annotations.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    for (path, methods) in annotations["paths"].as_object().unwrap() {
+        for m in methods.as_object().unwrap().keys() {
+            listed.insert(format!("{m} /api{path}"));
+        }
+    }
     for l in docker.lines().chain(portainer.lines()) {
         let l = l.trim_start_matches('=').trim();
         let mut it = l.split_whitespace();
@@ -93,6 +107,7 @@ fn every_route_is_in_the_references() {
         "GET /api/endpoints",
         "POST /api/endpoints",
         "GET /api/endpoints/{id}",
+        "PUT /api/endpoints/{id}",
         "DELETE /api/endpoints/{id}",
         "GET /api/stacks",
         "POST /api/stacks/create/swarm/string",
@@ -496,6 +511,116 @@ async fn endpoints_are_forms_and_stacks_become_services() {
         svcs[0]["Spec"]["Labels"]["com.docker.stack.namespace"],
         "qdrant_service"
     );
+    // The proxy honours the service filters as the Engine does (tests/docker.rs
+    // holds the lab's engine to the real one on the same filters).
+    for (filters, want) in [
+        (
+            json!({"label": ["com.docker.stack.namespace=qdrant_service"]}),
+            1,
+        ),
+        (
+            json!({"label": {"com.docker.stack.namespace=qdrant_service": true}}),
+            1,
+        ),
+        (json!({"label": ["com.docker.stack.namespace="]}), 1),
+        (json!({"label": ["com.docker.stack.namespace=other"]}), 0),
+        (
+            json!({"label": ["com.docker.stack.namespace=qdrant_service", "absent"]}),
+            0,
+        ),
+        (json!({"name": ["qdrant_service_q"]}), 1),
+        (json!({"name": ["service"]}), 0),
+        (json!({"mode": ["replicated"]}), 1),
+        (json!({"mode": ["global"]}), 0),
+    ] {
+        let r = c
+            .get(format!("{p}/api/endpoints/{eid}/docker/services"))
+            .query(&[("filters", filters.to_string())])
+            .bearer_auth(&jwt)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{filters}");
+        let list: Value = r.json().await.unwrap();
+        assert_eq!(list.as_array().unwrap().len(), want, "{filters}: {list}");
+    }
+    let r = c
+        .get(format!("{p}/api/endpoints/{eid}/docker/services"))
+        .query(&[("filters", r#"{"Label": ["x"]}"#)])
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400, "an unknown filter key is the Engine's 400");
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["message"], "Invalid filter 'Label'");
+
+    // An environment changes in place: its id and stacks stay.
+    let other = c
+        .post(format!("{p}/api/endpoints"))
+        .bearer_auth(&jwt)
+        .form(&[
+            ("Name", "other"),
+            ("EndpointCreationType", "2"),
+            ("URL", "tcp://10.0.0.111:9001"),
+            ("TLS", "true"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(other.status(), 200);
+    let put = |body: Value| {
+        c.put(format!("{p}/api/endpoints/{eid}"))
+            .bearer_auth(&jwt)
+            .json(&body)
+            .send()
+    };
+    let r = put(json!({"URL": "tcp://10.0.0.102:9001", "GroupID": 2}))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["Id"], ep["Id"]);
+    assert_eq!(e["URL"], "tcp://10.0.0.102:9001");
+    assert_eq!(e["GroupId"], 2);
+    assert_eq!(e["TLSConfig"], ep["TLSConfig"], "TLS absent: unchanged");
+    // Go's keys match case-insensitively; TLS false clears the skip flags.
+    let r = put(json!({"tls": false, "tlsskipverify": true}))
+        .await
+        .unwrap();
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(
+        e["TLSConfig"],
+        json!({"TLS": false, "TLSSkipVerify": false, "TLSSkipClientVerify": false})
+    );
+    let r = put(json!({"TLS": true, "TLSSkipVerify": true, "TLSSkipClientVerify": true}))
+        .await
+        .unwrap();
+    let e: Value = r.json().await.unwrap();
+    assert_eq!(e["TLSConfig"], ep["TLSConfig"]);
+    assert_eq!(put(json!({"Name": "other"})).await.unwrap().status(), 409);
+    assert_eq!(put(json!({"URL": 5})).await.unwrap().status(), 400);
+    assert_eq!(put(json!("x")).await.unwrap().status(), 400);
+    let r = c
+        .put(format!("{p}/api/endpoints/999"))
+        .bearer_auth(&jwt)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = c
+        .get(format!("{p}/api/endpoints/{eid}/docker/services"))
+        .bearer_auth(&jwt)
+        .send()
+        .await
+        .unwrap();
+    let svcs: Value = r.json().await.unwrap();
+    assert_eq!(
+        svcs[0]["Spec"]["Name"], "qdrant_service_qdrant",
+        "still there"
+    );
+
     let sid = st["Id"].as_u64().unwrap();
     let r = c
         .get(format!("{p}/api/stacks/{sid}/file"))

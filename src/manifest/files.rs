@@ -25,6 +25,8 @@ pub const CERTIFICATES_FILE: &str = "etc/certificate-manifest.json";
 pub const STACKS_DIR: &str = "stacks";
 pub const STACK_MANIFEST: &str = "phoenix.json";
 pub const STACK_COMPOSE: &str = "docker-compose.yml";
+/// A stack's env files: `stacks/<name>/configs/<environment>.env`.
+pub const STACK_CONFIGS_DIR: &str = "configs";
 
 // ---------------------------------------------------------------------------------------
 // Shared value types
@@ -858,6 +860,69 @@ pub struct Stack {
     pub manifest: StackManifest,
     /// `docker-compose.yml` as written (not parsed here).
     pub compose: String,
+    /// `configs/<name>.env` files, by name (`prod`): variables of an
+    /// environment, below its `phoenix.json` variables (see [`Stack::env_file`]).
+    #[serde(default)]
+    pub env_files: BTreeMap<String, EnvFile>,
+}
+
+/// A `KEY=value` file (`docker compose`'s `.env` format, without interpolation).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct EnvFile {
+    /// `(name, value, line)` in file order.
+    pub entries: Vec<(String, String, usize)>,
+}
+
+impl EnvFile {
+    /// Parse one: blank lines and `#` comments skipped, an optional `export `
+    /// prefix, values optionally in matching quotes. Errors name the line.
+    pub fn parse(text: &str) -> Result<EnvFile, (usize, String)> {
+        let mut entries = Vec::new();
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let line = line.strip_prefix("export ").unwrap_or(line);
+            let Some((name, value)) = line.split_once('=') else {
+                return Err((i + 1, "is not `NAME=value`".into()));
+            };
+            let name = name.trim();
+            let valid = name
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+            if !valid {
+                return Err((i + 1, format!("`{name}` is not a variable name")));
+            }
+            let value = value.trim();
+            let unquoted = ['"', '\'']
+                .iter()
+                .find_map(|q| value.strip_prefix(*q)?.strip_suffix(*q))
+                .unwrap_or(value);
+            entries.push((name.to_string(), unquoted.to_string(), i + 1));
+        }
+        Ok(EnvFile { entries })
+    }
+}
+
+impl Stack {
+    /// The env file of an environment: `configs/<environment>.env`, else the
+    /// short name the seed uses (`production` -> `configs/prod.env`).
+    pub fn env_file(&self, environment: &str) -> Option<(&str, &EnvFile)> {
+        let short = match environment {
+            "production" => "prod",
+            "development" => "dev",
+            "testing" => "test",
+            "staging" => "stage",
+            other => other,
+        };
+        [environment, short]
+            .into_iter()
+            .find_map(|n| self.env_files.get_key_value(n))
+            .map(|(k, v)| (k.as_str(), v))
+    }
 }
 
 // ---------------------------------------------------------------------------------------

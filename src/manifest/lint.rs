@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use super::diagnostic::{Diagnostic, Severity};
 use super::files::{
-    FirewallRule, GuestFirewall, GuestId, HYPERVISOR_FILE, LXC_FILE, STACK_MANIFEST,
-    STACKS_CONFIG_FILE, STACKS_DIR, StackEnvironment, VM_FILE,
+    FirewallRule, GuestFirewall, GuestId, HYPERVISOR_FILE, LXC_FILE, STACK_CONFIGS_DIR,
+    STACK_MANIFEST, STACKS_CONFIG_FILE, STACKS_DIR, StackEnvironment, VM_FILE,
 };
 use super::locate::{Segment, Sources, format_path, json_path};
 use super::{GuestKind, Site};
@@ -820,6 +820,23 @@ impl Linter<'_> {
                 }
             }
         }
+        // Env files (`configs/prod.env`): a secret in clear is as bad there.
+        for stack in self.site.stacks.values() {
+            for (stem, file) in &stack.env_files {
+                for (name, value, line) in &file.entries {
+                    if looks_secret(name) && !value.is_empty() {
+                        found.push((
+                            Path::new(STACKS_DIR)
+                                .join(&stack.name)
+                                .join(STACK_CONFIGS_DIR)
+                                .join(format!("{stem}.env")),
+                            Vec::new(),
+                            format!("line {line}: variable `{name}` holds a secret in clear"),
+                        ));
+                    }
+                }
+            }
+        }
         for (file, path, message) in found {
             self.emit(
                 Severity::Warning,
@@ -834,6 +851,37 @@ impl Linter<'_> {
     // -- stacks -----------------------------------------------------------------------
 
     fn stack_references(&mut self) {
+        // files[] (site files copied into the stack's containers) has no
+        // deployment yet: say so rather than drop them silently.
+        let unsupported: Vec<(PathBuf, String, usize)> = self
+            .site
+            .stacks
+            .values()
+            .flat_map(|stack| {
+                stack
+                    .manifest
+                    .environments
+                    .iter()
+                    .flat_map(move |(env, e)| {
+                        (0..e.files.len()).map(move |i| {
+                            (
+                                Path::new(STACKS_DIR).join(&stack.name).join(STACK_MANIFEST),
+                                env.clone(),
+                                i,
+                            )
+                        })
+                    })
+            })
+            .collect();
+        for (file, env, i) in unsupported {
+            self.emit(
+                Severity::Warning,
+                &file,
+                &json_path!["environments", env.as_str(), "files", i],
+                "phoenix does not deploy a stack's `files` yet: this file does not reach the containers",
+                "mount it from a volume, or bake it into the image, until swarm configs are supported",
+            );
+        }
         for (i, vm) in self.site.vms.vms.iter().enumerate() {
             for (k, stack_ref) in vm.docker_stacks.iter().enumerate() {
                 let path = json_path!["vms", i, "docker_stacks", k];

@@ -24,9 +24,9 @@ pub use diagnostic::{Diagnostic, Severity};
 pub use locate::Sources;
 
 use files::{
-    CERTIFICATES_FILE, CertificateEntry, HYPERVISOR_FILE, HypervisorConfig, LXC_FILE, LxcConfig,
-    LxcFile, STACK_COMPOSE, STACK_MANIFEST, STACKS_CONFIG_FILE, STACKS_DIR, Stack, StackManifest,
-    StacksConfigFile, VM_FILE, VmConfig, VmFile,
+    CERTIFICATES_FILE, CertificateEntry, EnvFile, HYPERVISOR_FILE, HypervisorConfig, LXC_FILE,
+    LxcConfig, LxcFile, STACK_COMPOSE, STACK_CONFIGS_DIR, STACK_MANIFEST, STACKS_CONFIG_FILE,
+    STACKS_DIR, Stack, StackManifest, StacksConfigFile, VM_FILE, VmConfig, VmFile,
 };
 use parse::FileKind;
 
@@ -350,6 +350,47 @@ impl Reader<'_> {
         self.diagnostics.iter().filter(|d| d.is_error()).count()
     }
 
+    /// A stack's `configs/*.env` files, by name.
+    fn env_files(
+        &mut self,
+        relative_dir: &Path,
+    ) -> Result<BTreeMap<String, EnvFile>, ManifestError> {
+        let mut out = BTreeMap::new();
+        let dir = self.root.join(relative_dir);
+        if !dir.is_dir() {
+            return Ok(out);
+        }
+        let io_error = |source| ManifestError::Io {
+            path: dir.clone(),
+            source,
+        };
+        let mut names = Vec::new();
+        for entry in std::fs::read_dir(&dir).map_err(io_error)? {
+            let file_name = entry.map_err(io_error)?.file_name();
+            if let Some(stem) = file_name.to_str().and_then(|n| n.strip_suffix(".env")) {
+                names.push(stem.to_string());
+            }
+        }
+        names.sort();
+        for stem in names {
+            let relative = relative_dir.join(format!("{stem}.env"));
+            let Some(text) = self.read(&relative)? else {
+                continue;
+            };
+            match EnvFile::parse(&text) {
+                Ok(f) => {
+                    out.insert(stem, f);
+                }
+                Err((line, message)) => self.diagnostics.push(
+                    Diagnostic::error(&relative, format!("line {line} {message}")).with_help(
+                        "an env file holds `NAME=value` lines, `#` comments and blank lines",
+                    ),
+                ),
+            }
+        }
+        Ok(out)
+    }
+
     /// Every `stacks/<name>/` with both files. Half-present stacks are warned about, other
     /// directories are left alone.
     fn stacks(&mut self) -> Result<BTreeMap<String, Stack>, ManifestError> {
@@ -413,6 +454,7 @@ impl Reader<'_> {
             };
             let manifest: Option<StackManifest> =
                 self.parse(&manifest_path, manifest_text, FileKind::StackManifest);
+            let env_files = self.env_files(&relative_dir.join(STACK_CONFIGS_DIR))?;
             if let Some(manifest) = manifest {
                 stacks.insert(
                     name.clone(),
@@ -421,6 +463,7 @@ impl Reader<'_> {
                         dir: self.root.join(&relative_dir),
                         manifest,
                         compose,
+                        env_files,
                     },
                 );
             }

@@ -662,3 +662,41 @@ fn broken_stack_manifest_is_an_error_without_follow_on_noise() {
     assert_eq!(d[0].json_path, "environments");
     assert!(d[0].is_error());
 }
+
+#[test]
+fn stack_env_files_load_and_bad_lines_and_undeployed_files_are_named() {
+    let d = Fixture::new()
+        .file("stacks/app/docker-compose.yml", "services:\n  app:\n    image: x\n")
+        .file(
+            "stacks/app/phoenix.json",
+            r#"{"environments": {"production": {"files": [{"source": "a", "destination_in_container": "/a"}]}}}"#,
+        )
+        .file("stacks/app/configs/prod.env", "# ok\nAPI_PORT=8000\nAPI_TOKEN=abc\n")
+        .load();
+    let clear = d
+        .iter()
+        .find(|d| d.file.ends_with("configs/prod.env"))
+        .expect("the clear-text secret is named");
+    assert!(
+        !clear.is_error() && clear.message.contains("line 3: variable `API_TOKEN`"),
+        "{clear:?}"
+    );
+    assert!(
+        find(&d, "environments.production.files[0]")
+            .message
+            .contains("does not deploy a stack's `files` yet")
+    );
+    let d = Fixture::new()
+        .file(
+            "stacks/app/docker-compose.yml",
+            "services:\n  app:\n    image: x\n",
+        )
+        .file("stacks/app/phoenix.json", "{}")
+        .file("stacks/app/configs/test.env", "API_PORT 8001\n")
+        .load();
+    let bad = d
+        .iter()
+        .find(|d| d.file.ends_with("configs/test.env"))
+        .expect("the bad env file is named");
+    assert!(bad.is_error() && bad.message.contains("line 1"), "{bad:?}");
+}

@@ -333,6 +333,10 @@ impl Kind for FeatureKind {
         &FEATURE_SCHEMA
     }
 
+    fn destroyed_with_guest(&self) -> bool {
+        true
+    }
+
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {
         Ok(desired_all(site).0)
     }
@@ -345,6 +349,10 @@ impl Kind for FeatureKind {
 impl Kind for AppKind {
     fn schema(&self) -> &'static KindSchema {
         &APP_SCHEMA
+    }
+
+    fn destroyed_with_guest(&self) -> bool {
+        true
     }
 
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {

@@ -111,6 +111,10 @@ impl Kind for FileKind {
         &SCHEMA
     }
 
+    fn destroyed_with_guest(&self) -> bool {
+        true
+    }
+
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {
         let n = names::derive(site);
         if !n.route_errors.is_empty() {

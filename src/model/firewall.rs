@@ -87,6 +87,10 @@ impl Kind for FirewallKind {
         &SCHEMA
     }
 
+    fn destroyed_with_guest(&self) -> bool {
+        true
+    }
+
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {
         let mut out = Vec::new();
         let mut errors = Vec::new();

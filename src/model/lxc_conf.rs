@@ -64,6 +64,10 @@ impl Kind for LxcConfKind {
         &SCHEMA
     }
 
+    fn destroyed_with_guest(&self) -> bool {
+        true
+    }
+
     /// Everything phoenix writes is in the file already when an adopted
     /// container was set up by the bash scripts: nothing to own then.
     fn verifies_existing(&self) -> bool {

@@ -200,6 +200,20 @@ pub trait Kind: Send + Sync {
     fn verifies_existing(&self) -> bool {
         false
     }
+    /// Objects of this kind live inside a guest (its Docker engine, the
+    /// Portainer it runs): while a guest they depend on does not exist, they
+    /// cannot exist either, and the plan does not try to reach them (a first
+    /// plan of a site must not need engines on VMs it has yet to create).
+    fn lives_in_guest(&self) -> bool {
+        false
+    }
+    /// Objects of this kind go when the guest they depend on is destroyed
+    /// (its firewall, its config lines, snapshots, provisioning, files
+    /// pushed into it): a replaced guest gets them created again in the same
+    /// apply, whatever was read before the replacement.
+    fn destroyed_with_guest(&self) -> bool {
+        false
+    }
     /// Things worth telling about an object (`live` is `None` when it does
     /// not exist yet), whether or not the plan changes it (e.g. "runs on
     /// another node than the manifest says"). Pure. Default: nothing.

@@ -4,8 +4,8 @@
 //! | address | from | attributes |
 //! |---------|------|------------|
 //! | `portainer.admin` | `portainer_api.admin_user` (default `admin`) | `username`, `password` (sensitive), `api_key` (`valid`: phoenix holds a working key) |
-//! | `portainer.endpoint.<name>` | each VM with `portainer_role: agent`, named by `portainer_environment_name` (else the VM name) | `url`, `tls`, `tls_skip_verify`, `tls_skip_client_verify`, `group_id`; all force replacement |
-//! | `portainer.stack.<name>` | the `docker_stacks` of the agent VMs | `endpoint` (forces replacement), `compose` (the rendered file), `env`, `secret_env` (sensitive), `services` (per service: `image`, `replicas`, `env`) |
+//! | `portainer.endpoint.<name>` | each VM with `portainer_role: agent`, named by `portainer_environment_name` (else the VM name) | `url`, `tls`, `tls_skip_verify`, `tls_skip_client_verify`, `group_id`; all updated in place |
+//! | `portainer.stack.<name>` | the `docker_stacks` of the agent VMs | `endpoint` (forces replacement), `compose` (the rendered file), `env`, `secret_env` (sensitive), `services` (per service: `image`, `replicas`, `env`), `secrets` (the version each external swarm secret is deployed as) |
 //!
 //! Only a site with a swarm (`swarm_role: manager`) and a Portainer
 //! (`portainer_role`) has them: stacks are deployed as swarm stacks, and the
@@ -27,13 +27,16 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value, json};
 
-use super::{Address, DesiredResource, Kind, KindSchema};
+use super::{Address, DesiredResource, Kind, KindSchema, LiveObject};
 use crate::manifest::files::{Stack, VmConfig};
 use crate::manifest::lint::looks_secret;
 use crate::manifest::{Diagnostic, Site};
 
 pub const KIND: &str = "portainer";
 pub const ADMIN: &str = "admin";
+/// In a stack's `create`: its secret variables that have no value (no
+/// `PHOENIX_SECRET_<NAME>`, no `secrets/<name>`, empty in the manifest).
+pub const SECRET_ENV_MISSING: &str = "secret_env_missing";
 /// The label `docker stack deploy` (and Portainer) puts on a stack's services.
 pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 /// Portainer's agent listens here unless the manifests say otherwise.
@@ -42,14 +45,10 @@ pub const AGENT_PORT: u16 = 9001;
 pub static SCHEMA: KindSchema = KindSchema {
     kind: KIND,
     provider: "portainer",
-    force_new: &[
-        "url",
-        "tls",
-        "tls_skip_verify",
-        "tls_skip_client_verify",
-        "group_id",
-        "endpoint",
-    ],
+    // An environment's URL, TLS flags and group change in place
+    // (`PUT /api/endpoints/{id}`): replacing it would take its stacks with it.
+    // A stack cannot move to another environment's swarm by an update.
+    force_new: &["endpoint"],
     grow_only: &[],
     sensitive: &["password", "secret_env"],
     // Removing an environment removes its stacks; removing a stack its services.
@@ -154,6 +153,19 @@ fn vm_ip(vm: &VmConfig) -> String {
         .unwrap_or_default()
 }
 
+/// Where Portainer answers when `PHOENIX_PORTAINER_URL` does not say: its
+/// HTTPS port on the primary VM's static address.
+pub fn default_url(site: &Site) -> Option<String> {
+    let ip = site
+        .vms
+        .vms
+        .iter()
+        .find(|v| v.portainer_role.as_deref() == Some("primary"))
+        .map(vm_ip)
+        .filter(|ip| !ip.is_empty() && ip != "dhcp")?;
+    Some(format!("https://{ip}:9443"))
+}
+
 /// The agent environment of a VM: `(name, url)`.
 pub fn endpoint_of(site: &Site, vm: &VmConfig) -> (String, String) {
     let name = vm
@@ -188,6 +200,8 @@ pub struct Rendered {
     /// The external networks and secrets it names (swarm objects it needs).
     pub networks: Vec<String>,
     pub secrets: Vec<String>,
+    /// The version each external secret is deployed as, for the secrets whose value is set.
+    pub secret_versions: BTreeMap<String, String>,
 }
 
 /// `${NAME}`, `${NAME:-default}`, `${NAME-default}` and `$NAME` replaced from
@@ -295,12 +309,24 @@ pub fn render(
         .unwrap_or_default();
     let mut env = BTreeMap::new();
     let mut secret_env = BTreeMap::new();
-    for v in &environment_def.variables {
-        let value = variable_value(site_root, &v.name, &v.value);
-        if looks_secret(&v.name) {
-            secret_env.insert(v.name.clone(), value);
+    // The environment's env file first (the seed keeps API_PORT there), then
+    // phoenix.json's variables, which win.
+    let from_file = stack
+        .env_file(env_name)
+        .map(|(_, f)| f.entries.iter().map(|(n, v, _)| (n, v)).collect::<Vec<_>>())
+        .unwrap_or_default();
+    let from_manifest = environment_def
+        .variables
+        .iter()
+        .map(|v| (&v.name, &v.value));
+    for (name, manifest_value) in from_file.into_iter().chain(from_manifest) {
+        let value = variable_value(site_root, name, manifest_value);
+        if looks_secret(name) {
+            env.remove(name);
+            secret_env.insert(name.clone(), value);
         } else {
-            env.insert(v.name.clone(), value);
+            secret_env.remove(name);
+            env.insert(name.clone(), value);
         }
     }
     let text = substitute(&stack.compose, &env);
@@ -383,7 +409,16 @@ pub fn render(
             json!({"image": image, "replicas": replicas, "env": env}),
         );
     }
+    canonical_secrets(&mut doc);
     let compose = serde_yaml_ng::to_string(&doc).map_err(|e| format!("cannot write it: {e}"))?;
+    let secret_versions: BTreeMap<String, String> = external_secrets(&doc)
+        .into_iter()
+        .filter_map(|logical| {
+            let v = super::swarm::secret_value(site_root, &logical)?;
+            let version = super::swarm::secret_version(&logical, &v);
+            Some((logical, version))
+        })
+        .collect();
     let externals = |section: &str| -> Vec<String> {
         let mut out: Vec<String> = doc
             .get(section)
@@ -407,7 +442,135 @@ pub fn render(
         services: summary,
         networks: externals("networks"),
         secrets: externals("secrets"),
+        secret_versions,
     })
+}
+
+fn is_external(d: &serde_yaml_ng::Value) -> bool {
+    d.get("external")
+        .is_some_and(|e| e.as_bool() == Some(true) || e.is_mapping())
+}
+
+/// Every external secret written `external: true` with its `name` (the
+/// logical name phoenix versions): the one form [`pin_secret_versions`] and
+/// [`unpin_secret_versions`] turn into each other exactly.
+fn canonical_secrets(doc: &mut serde_yaml_ng::Value) {
+    let Some(decl) = doc
+        .get_mut("secrets")
+        .and_then(serde_yaml_ng::Value::as_mapping_mut)
+    else {
+        return;
+    };
+    for (key, d) in decl.iter_mut() {
+        if !is_external(d) {
+            continue;
+        }
+        let logical = d
+            .get("name")
+            .and_then(yaml_str)
+            .or_else(|| d.get("external")?.get("name").and_then(yaml_str))
+            .or_else(|| yaml_str(key))
+            .unwrap_or_default();
+        if let Some(m) = d.as_mapping_mut() {
+            m.insert("external".into(), true.into());
+            m.insert("name".into(), logical.into());
+        }
+    }
+}
+
+/// The logical names of a canonical file's external secrets.
+fn external_secrets(doc: &serde_yaml_ng::Value) -> Vec<String> {
+    doc.get("secrets")
+        .and_then(serde_yaml_ng::Value::as_mapping)
+        .into_iter()
+        .flatten()
+        .filter(|(_, d)| is_external(d))
+        .filter_map(|(_, d)| d.get("name").and_then(yaml_str))
+        .collect()
+}
+
+/// Point a rendered file's external secrets at their versions (`db_password`
+/// -> `db_password-1a2b3c4d5e`): `docker stack deploy` needs names that exist,
+/// and phoenix's secrets exist only as versions (`swarm.secret`). Errors name
+/// the secrets without a version (their value was not set at plan time).
+pub fn pin_secret_versions(
+    compose: &str,
+    versions: &BTreeMap<String, String>,
+) -> Result<String, String> {
+    let mut doc: serde_yaml_ng::Value =
+        serde_yaml_ng::from_str(compose).map_err(|e| format!("not valid YAML: {e}"))?;
+    let mut missing = Vec::new();
+    if let Some(decl) = doc
+        .get_mut("secrets")
+        .and_then(serde_yaml_ng::Value::as_mapping_mut)
+    {
+        for (_, d) in decl.iter_mut() {
+            let Some(logical) = d.get("name").and_then(yaml_str).filter(|_| is_external(d)) else {
+                continue;
+            };
+            match (versions.get(&logical), d.as_mapping_mut()) {
+                (Some(v), Some(m)) => {
+                    m.insert("name".into(), v.clone().into());
+                }
+                _ => missing.push(logical),
+            }
+        }
+    }
+    if !missing.is_empty() {
+        return Err(format!(
+            "it uses the swarm secret(s) {} whose value was not set when the plan was made\nhelp: set {} and plan again",
+            missing.join(", "),
+            missing
+                .iter()
+                .map(|m| super::swarm::secret_env_name(m))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    serde_yaml_ng::to_string(&doc).map_err(|e| format!("cannot write it: {e}"))
+}
+
+/// A file read back from Portainer: the file as phoenix rendered it (secret
+/// versions back to their logical names) and the versions it names. A file
+/// that is not YAML or names no versions is returned as it is.
+pub fn unpin_secret_versions(compose: &str) -> (String, BTreeMap<String, String>) {
+    let mut versions = BTreeMap::new();
+    let Ok(mut doc) = serde_yaml_ng::from_str::<serde_yaml_ng::Value>(compose) else {
+        return (compose.to_string(), versions);
+    };
+    let Some(decl) = doc
+        .get_mut("secrets")
+        .and_then(serde_yaml_ng::Value::as_mapping_mut)
+    else {
+        return (compose.to_string(), versions);
+    };
+    for (key, d) in decl.iter_mut() {
+        let Some(name) = d.get("name").and_then(yaml_str).filter(|_| is_external(d)) else {
+            continue;
+        };
+        let Some((base, hash)) = name.rsplit_once('-') else {
+            continue;
+        };
+        if hash.len() != 10 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        // Versions keep 53 characters of a longer name: the key is the rest.
+        let logical = match yaml_str(key) {
+            Some(k) if base.chars().count() == 53 && k.starts_with(base) => k,
+            _ => base.to_string(),
+        };
+        if let Some(m) = d.as_mapping_mut() {
+            m.insert("name".into(), logical.clone().into());
+        }
+        versions.insert(logical, name);
+    }
+    if versions.is_empty() {
+        return (compose.to_string(), versions);
+    }
+    match serde_yaml_ng::to_string(&doc) {
+        Ok(text) => (text, versions),
+        Err(_) => (compose.to_string(), BTreeMap::new()),
+    }
 }
 
 pub struct PortainerKind;
@@ -432,6 +595,37 @@ impl Kind for PortainerKind {
         true
     }
 
+    fn lives_in_guest(&self) -> bool {
+        true
+    }
+
+    /// Plans need no password or secret values; say early when the apply will.
+    fn observe(&self, desired: &DesiredResource, live: Option<&LiveObject>) -> Vec<String> {
+        if let Some(missing) = desired
+            .create
+            .get(SECRET_ENV_MISSING)
+            .and_then(Value::as_array)
+        {
+            let names: Vec<String> = missing
+                .iter()
+                .filter_map(Value::as_str)
+                .map(|n| format!("{n} ({})", super::swarm::secret_env_name(n)))
+                .collect();
+            return vec![format!(
+                "no value is set for {}: whether the secret variables changed is not known, and an apply that deploys this stack needs them",
+                names.join(", ")
+            )];
+        }
+        let needs_login = Object::of(&desired.address) == Some(Object::Admin)
+            && !desired.attrs.contains_key("password")
+            && live.is_none_or(|l| l.attrs.get("api_key") != Some(&json!("valid")));
+        if needs_login {
+            vec!["the apply needs the admin password (PHOENIX_PORTAINER_PASSWORD or PHOENIX_PORTAINER_PASSWORD_FILE): none is set".into()]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {
         if !managed(site) {
             return Ok(Vec::new());
@@ -451,22 +645,22 @@ impl Kind for PortainerKind {
         let primary = vms
             .iter()
             .find(|v| v.portainer_role.as_deref() == Some("primary"));
+        // The password is needed to initialise the admin or make a key, not to
+        // plan: without it the admin is planned without `password` and the
+        // apply that needs it says so (validate and CI plans need no secret).
+        let mut admin_attrs = json!({"username": admin_user(site), "api_key": "valid"});
         match admin_password(Some(site)) {
-            Ok(Some((pw, _))) => out.push(res(
-                Object::Admin,
-                json!({"username": admin_user(site), "password": pw, "api_key": "valid"}),
-                primary
-                    .map(|v| vec![Address::new("vm", v.vmid.to_string())])
-                    .unwrap_or_default(),
-            )),
-            Ok(None) => diags.push(
-                Diagnostic::error(hv_file.clone(), "the Portainer admin has no password")
-                    .with_help(
-                        "set PHOENIX_PORTAINER_PASSWORD or PHOENIX_PORTAINER_PASSWORD_FILE (a file kept out of git, mode 0600)",
-                    ),
-            ),
+            Ok(Some((pw, _))) => admin_attrs["password"] = Value::String(pw),
+            Ok(None) => {}
             Err(e) => diags.push(Diagnostic::error(hv_file.clone(), e)),
         }
+        out.push(res(
+            Object::Admin,
+            admin_attrs,
+            primary
+                .map(|v| vec![Address::new("vm", v.vmid.to_string())])
+                .unwrap_or_default(),
+        ));
         let mut stacks_seen: BTreeMap<String, u32> = BTreeMap::new();
         for vm in vms
             .iter()
@@ -514,12 +708,29 @@ impl Kind for PortainerKind {
                                 .iter()
                                 .map(|s| super::swarm::Object::Secret(s.clone()).address()),
                         );
-                        out.push(res(
+                        // A secret variable with no value anywhere (a CI plan) makes
+                        // the whole `secret_env` unknown: not compared, and the
+                        // apply that deploys the stack asks for it.
+                        let missing: Vec<&String> = rd
+                            .secret_env
+                            .iter()
+                            .filter(|(_, v)| v.is_empty())
+                            .map(|(k, _)| k)
+                            .collect();
+                        let mut stack = res(
                             Object::Stack(r.name.clone()),
                             json!({"endpoint": name, "compose": rd.compose, "env": rd.env,
-                                   "secret_env": rd.secret_env, "services": rd.services}),
+                                   "secret_env": rd.secret_env, "services": rd.services,
+                                   "secrets": rd.secret_versions}),
                             deps,
-                        ));
+                        );
+                        if !missing.is_empty() {
+                            stack.attrs.remove("secret_env");
+                            stack
+                                .create
+                                .insert(SECRET_ENV_MISSING.into(), json!(missing));
+                        }
+                        out.push(stack);
                     }
                     Err(e) => diags.push(Diagnostic::error(
                         stack.dir.join("docker-compose.yml"),
@@ -580,6 +791,74 @@ mod tests {
             dir: "/nonexistent/stacks/web".into(),
             manifest: serde_json::from_value(manifest).unwrap(),
             compose: compose.into(),
+            env_files: Default::default(),
+        }
+    }
+
+    #[test]
+    fn secrets_are_pinned_to_versions_and_read_back_as_rendered() {
+        let long = "k".repeat(60);
+        let s = stack(
+            &format!(
+                "services:\n  app:\n    image: x\n    secrets: [tok, old, {long}]\nsecrets:\n  tok:\n    external: true\n  old:\n    external:\n      name: legacy_tok\n  {long}:\n    external: true\n  local:\n    file: ./x\n"
+            ),
+            json!({"environments": {}}),
+        );
+        let r = render(std::path::Path::new("/nonexistent"), &s, "production").unwrap();
+        assert!(r.compose.contains("name: legacy_tok"), "{}", r.compose);
+        assert!(r.secret_versions.is_empty(), "no values are set here");
+        let versions: BTreeMap<String, String> = ["tok", "legacy_tok", long.as_str()]
+            .into_iter()
+            .map(|n| (n.to_string(), super::super::swarm::secret_version(n, b"v")))
+            .collect();
+        let pinned = pin_secret_versions(&r.compose, &versions).unwrap();
+        assert!(
+            pinned.contains(&format!("name: {}", versions["tok"])),
+            "{pinned}"
+        );
+        assert!(pinned.contains("file: ./x"), "{pinned}");
+        let (back, found) = unpin_secret_versions(&pinned);
+        assert_eq!(back, r.compose);
+        assert_eq!(found, versions);
+        let missing = pin_secret_versions(&r.compose, &BTreeMap::new()).unwrap_err();
+        assert!(missing.contains("PHOENIX_SECRET_TOK"), "{missing}");
+        // A file deployed by hand (no versions) reads back as it is.
+        assert_eq!(unpin_secret_versions(&r.compose).0, r.compose);
+    }
+
+    #[test]
+    fn env_files_give_variables_below_the_manifests_and_secrets_stay_out() {
+        let mut s = stack(
+            "services:\n  app:\n    image: app:1\n    ports:\n      - \"${API_PORT}:${API_PORT}\"\n",
+            json!({"environments": {"production": {
+                "variables": [{"name": "MODE", "value": "from-manifest"}]}}}),
+        );
+        s.env_files.insert(
+            "prod".into(),
+            crate::manifest::files::EnvFile::parse(
+                "# comment\n\nAPI_PORT=8000\nexport MODE=from-file\nDATABASE_PASS='clear-text'\n",
+            )
+            .unwrap(),
+        );
+        s.env_files.insert(
+            "test".into(),
+            crate::manifest::files::EnvFile::parse("API_PORT=8001\n").unwrap(),
+        );
+        let r = render(std::path::Path::new("/nonexistent"), &s, "production").unwrap();
+        assert!(r.compose.contains("8000:8000"), "{}", r.compose);
+        assert_eq!(r.env["API_PORT"], "8000");
+        assert_eq!(r.env["MODE"], "from-manifest");
+        assert_eq!(r.secret_env["DATABASE_PASS"], "clear-text");
+        assert!(!r.env.contains_key("DATABASE_PASS"));
+        // `testing` finds the seed's short name; an environment without a file has none.
+        assert_eq!(s.env_file("testing").map(|f| f.0), Some("test"));
+        assert_eq!(s.env_file("staging"), None);
+        for (bad, line) in [("API_PORT\n", 1), ("# ok\n1X=2\n", 2), ("A-B=1\n", 1)] {
+            assert_eq!(
+                crate::manifest::files::EnvFile::parse(bad).map_err(|e| e.0),
+                Err(line),
+                "{bad}"
+            );
         }
     }
 

@@ -171,6 +171,10 @@ impl Kind for SnapshotKind {
         &SCHEMA
     }
 
+    fn destroyed_with_guest(&self) -> bool {
+        true
+    }
+
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {
         let mut out = Vec::new();
         let mut errors = Vec::new();

@@ -228,6 +228,10 @@ impl Kind for SwarmKind {
         &SCHEMA
     }
 
+    fn lives_in_guest(&self) -> bool {
+        true
+    }
+
     fn desired(&self, site: &Site) -> Result<Vec<DesiredResource>, Vec<Diagnostic>> {
         let t = topology(site);
         let Some((mvmid, _mname, mip)) = &t.manager else {
@@ -255,7 +259,7 @@ impl Kind for SwarmKind {
                 vec![cluster.clone(), Address::new("vm", vmid.to_string())],
             ));
         }
-        let (nets, secrets, mut diags) = stack_externals(site);
+        let (nets, secrets, diags) = stack_externals(site);
         for n in nets {
             out.push(res(
                 Object::Network(n),
@@ -263,24 +267,15 @@ impl Kind for SwarmKind {
                 vec![cluster.clone()],
             ));
         }
+        // Without its value (a CI plan, `validate`), a secret is planned
+        // without a version: created only by an apply that has the value,
+        // never rotated by one that has not (observe() says so).
         for s in secrets {
-            match secret_value(&site.root, &s) {
-                Some(v) => out.push(res(
-                    Object::Secret(s.clone()),
-                    obj(json!({"version": secret_version(&s, &v)})),
-                    vec![cluster.clone()],
-                )),
-                None => diags.push(
-                    Diagnostic::error(
-                        vm_file.clone(),
-                        format!("the stacks use the swarm secret `{s}`, and it has no value"),
-                    )
-                    .with_help(format!(
-                        "set {} or write the value to secrets/{s} under the site (mode 0600, kept out of git)",
-                        secret_env_name(&s)
-                    )),
-                ),
-            }
+            let attrs = match secret_value(&site.root, &s) {
+                Some(v) => obj(json!({"version": secret_version(&s, &v)})),
+                None => Map::new(),
+            };
+            out.push(res(Object::Secret(s.clone()), attrs, vec![cluster.clone()]));
         }
         if diags.iter().any(Diagnostic::is_error) {
             return Err(diags);
@@ -288,7 +283,21 @@ impl Kind for SwarmKind {
         Ok(out)
     }
 
-    fn observe(&self, _desired: &DesiredResource, live: Option<&super::LiveObject>) -> Vec<String> {
+    fn observe(&self, desired: &DesiredResource, live: Option<&super::LiveObject>) -> Vec<String> {
+        if let Some(Object::Secret(name)) = Object::of(&desired.address)
+            && !desired.attrs.contains_key("version")
+        {
+            return vec![match live {
+                None => format!(
+                    "no value is set ({} or secrets/{name}): the apply that creates it needs one",
+                    secret_env_name(&name)
+                ),
+                Some(_) => format!(
+                    "no value is set ({}): whether it changed is not known, and it is left as it is",
+                    secret_env_name(&name)
+                ),
+            }];
+        }
         let Some(live) = live else {
             return Vec::new();
         };

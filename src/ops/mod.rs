@@ -192,6 +192,39 @@ pub async fn refresh(
     Ok(live)
 }
 
+/// Read everything but what lives inside guests, then that, except the
+/// objects whose guest was read and does not exist: they cannot exist either,
+/// and their engine (on a VM still to be created) cannot answer.
+async fn refresh_site(
+    ctx: &Context,
+    registry: &Registry,
+    addresses: &BTreeSet<Address>,
+    desired: &Desired,
+) -> Result<BTreeMap<Address, LiveObject>> {
+    let (inside, outside): (BTreeSet<Address>, BTreeSet<Address>) = addresses
+        .iter()
+        .cloned()
+        .partition(|a| model::kind_of(a.kind()).is_some_and(|k| k.lives_in_guest()));
+    let mut live = refresh(ctx, registry, &outside).await?;
+    let is_guest = |a: &Address| matches!(a.kind(), "vm" | "lxc");
+    let (readable, unborn): (BTreeSet<Address>, BTreeSet<Address>) =
+        inside.into_iter().partition(|a| {
+            desired
+                .with_dependencies(std::slice::from_ref(a))
+                .iter()
+                .filter(|d| is_guest(d) && outside.contains(*d))
+                .all(|g| live.contains_key(g))
+        });
+    if !unborn.is_empty() {
+        tracing::debug!(
+            count = unborn.len(),
+            "not read: their guests do not exist yet"
+        );
+    }
+    live.extend(refresh(ctx, registry, &readable).await?);
+    Ok(live)
+}
+
 /// Options that shape a plan.
 #[derive(Debug, Clone, Default)]
 pub struct PlanOptions {
@@ -307,7 +340,7 @@ pub async fn compute_plan(
     }
     let registry = providers::registry(&kinds, &settings)?;
     let started = Instant::now();
-    let live = refresh(ctx, &registry, &addresses).await?;
+    let live = refresh_site(ctx, &registry, &addresses, &desired).await?;
     timing("refresh", started);
     let recovered: BTreeSet<Address> = journaled
         .into_iter()

@@ -296,6 +296,9 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
         }
     }
 
+    if !options.refresh_only {
+        recreate_with_replaced_guests(&mut changes, input);
+    }
     if problems.is_empty() {
         Ok(Plan {
             changes,
@@ -306,6 +309,71 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
         })
     } else {
         Err(problems)
+    }
+}
+
+/// What goes with a guest (`Kind::destroyed_with_guest`: its firewall, config
+/// lines, snapshots, provisioning, files in it) is created again when the
+/// plan replaces the guest: it was read before the replacement, and would
+/// otherwise be missing until the next apply (a new guest without its
+/// firewall, for one). Also under `--target`: replacing a guest includes
+/// what goes with it.
+fn recreate_with_replaced_guests(changes: &mut Vec<Change>, input: &DiffInput<'_>) {
+    let replaced: BTreeSet<Address> = changes
+        .iter()
+        .filter(|c| c.action == Action::Replace && matches!(c.address.kind(), "lxc" | "vm"))
+        .map(|c| c.address.clone())
+        .collect();
+    if replaced.is_empty() {
+        return;
+    }
+    let mut added = false;
+    for (addr, d) in &input.desired.resources {
+        let goes = crate::model::kind_of(addr.kind()).is_some_and(|k| k.destroyed_with_guest());
+        if !goes || !d.depends_on.iter().any(|g| replaced.contains(g)) {
+            continue;
+        }
+        let Some(schema) = schema_of(addr.kind()) else {
+            continue;
+        };
+        let existing = changes.iter().position(|c| &c.address == addr);
+        if let Some(i) = existing
+            && changes[i].action == Action::Create
+        {
+            continue;
+        }
+        let before = input
+            .live
+            .get(addr)
+            .map(|l| mask(&l.attrs, schema.sensitive));
+        let change = Change {
+            address: addr.clone(),
+            action: Action::Create,
+            before,
+            after: Some(mask(&d.attrs, schema.sensitive)),
+            changed_paths: d.attrs.keys().cloned().collect(),
+            replace_paths: Vec::new(),
+            reason: Some(Reason::GuestReplaced),
+            drift: false,
+            depends_on: d.depends_on.clone(),
+            precondition: Precondition {
+                fingerprint: input.live.get(addr).map(LiveObject::fingerprint),
+            },
+            notes: Vec::new(),
+            desired_fingerprint: Some((input.secret_fingerprint)(
+                &serde_json::json!({"attrs": d.attrs, "create": d.create}),
+            )),
+        };
+        match existing {
+            Some(i) => changes[i] = change,
+            None => {
+                changes.push(change);
+                added = true;
+            }
+        }
+    }
+    if added {
+        changes.sort_by(|a, b| a.address.cmp(&b.address));
     }
 }
 
@@ -634,6 +702,95 @@ mod tests {
         let plan = run(&d1, &p, &l, &DiffOptions::default()).unwrap();
         assert_eq!(plan.changes[0].action, Action::Replace);
         assert_eq!(plan.changes[0].replace_paths, ["unprivileged"]);
+    }
+
+    #[test]
+    fn what_goes_with_a_replaced_guest_is_created_again() {
+        let mut d = desired(&[
+            ("1", json!({"unprivileged": true})),
+            ("2", json!({"unprivileged": true})),
+        ]);
+        let mut p = prior(&[
+            ("1", json!({"unprivileged": false})),
+            ("2", json!({"unprivileged": true})),
+        ]);
+        let mut l = live(&[
+            ("1", json!({"unprivileged": false})),
+            ("2", json!({"unprivileged": true})),
+        ]);
+        for (a, guest) in [
+            ("firewall.1", "lxc.1"),
+            ("lxc_conf.1", "lxc.1"),
+            ("firewall.2", "lxc.2"),
+            // Not destroyed with its guest: left alone.
+            ("dns.records", "lxc.1"),
+        ] {
+            let a: Address = a.parse().unwrap();
+            d.resources.insert(
+                a.clone(),
+                DesiredResource {
+                    address: a.clone(),
+                    attrs: attrs(json!({"enable": true})),
+                    create: Default::default(),
+                    depends_on: vec![guest.parse().unwrap()],
+                },
+            );
+            p.insert(
+                a.clone(),
+                ResourceState {
+                    address: a.clone(),
+                    kind: a.kind().into(),
+                    attributes: attrs(json!({"enable": true})),
+                    remote: Value::Null,
+                    dependencies: vec![guest.parse().unwrap()],
+                    updated_at: String::new(),
+                },
+            );
+            l.insert(
+                a,
+                LiveObject {
+                    attrs: attrs(json!({"enable": true})),
+                    remote: Value::Null,
+                    token: None,
+                },
+            );
+        }
+        let plan = run(&d, &p, &l, &DiffOptions::default()).unwrap();
+        let got: Vec<(String, Action, Option<Reason>)> = plan
+            .changes
+            .iter()
+            .map(|c| (c.address.to_string(), c.action, c.reason))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "firewall.1".to_string(),
+                    Action::Create,
+                    Some(Reason::GuestReplaced)
+                ),
+                (
+                    "lxc.1".to_string(),
+                    Action::Replace,
+                    Some(Reason::ForcesReplacement)
+                ),
+                (
+                    "lxc_conf.1".to_string(),
+                    Action::Create,
+                    Some(Reason::GuestReplaced)
+                ),
+            ]
+        );
+        assert_eq!(
+            plan.changes[0].depends_on,
+            ["lxc.1".parse::<Address>().unwrap()]
+        );
+        // Drift-only plans plan nothing.
+        let o = DiffOptions {
+            refresh_only: true,
+            ..Default::default()
+        };
+        assert!(run(&d, &p, &l, &o).unwrap().changes.is_empty());
     }
 
     #[test]

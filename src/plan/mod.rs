@@ -72,6 +72,8 @@ pub enum Reason {
     AlreadyGone,
     /// No longer in the manifests, and of a kind phoenix leaves in place: only the state entry goes.
     KeptOnRemoval,
+    /// It goes with its guest, which the plan replaces: created again after it.
+    GuestReplaced,
 }
 
 /// What the change was computed from: apply refuses to act if the object no

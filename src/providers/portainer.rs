@@ -79,7 +79,9 @@ impl PortainerSettings {
             .or_else(|| site.map(|s| s.root.join("state/portainer-api-key.json")))
             .unwrap_or_else(|| PathBuf::from("state/portainer-api-key.json"));
         Ok(PortainerSettings {
-            url: env("PHOENIX_PORTAINER_URL").map(|u| u.trim_end_matches('/').to_string()),
+            url: env("PHOENIX_PORTAINER_URL")
+                .map(|u| u.trim_end_matches('/').to_string())
+                .or_else(|| site.and_then(model::default_url)),
             ca_file: env("PHOENIX_PORTAINER_CA_FILE").map(PathBuf::from),
             key_file,
             username: site
@@ -110,6 +112,9 @@ pub struct PortainerProvider {
     engines: Arc<Engines>,
     /// The credentials found at the first authenticated call; reset when the admin changes.
     auth: Mutex<Option<Option<Auth>>>,
+    /// Why the manager's engine could not be used, once it failed: the
+    /// services are read through Portainer for the rest of the run.
+    via_portainer: std::sync::OnceLock<String>,
 }
 
 fn is_loopback(url: &str) -> bool {
@@ -163,6 +168,14 @@ fn api(status: u16, what: &str, body: &Value) -> ProviderError {
             details: BTreeMap::new(),
         },
     }
+}
+
+/// The admin's name in a desired `portainer.admin`.
+fn admin_name(d: &DesiredResource) -> &str {
+    d.attrs
+        .get("username")
+        .and_then(Value::as_str)
+        .unwrap_or(model::ADMIN)
 }
 
 fn attrs(v: Value) -> Map<String, Value> {
@@ -246,6 +259,45 @@ fn env_list(d: &DesiredResource) -> Value {
     Value::Array(out)
 }
 
+/// `services` of a stack (per compose service: `image`, `replicas` or
+/// `global`, non-secret `env`) from the Engine's service objects.
+fn summarize_services(stack: &str, list: &[Value]) -> Map<String, Value> {
+    let mut out = Map::new();
+    for s in list {
+        let spec = &s["Spec"];
+        let full = spec["Name"].as_str().unwrap_or_default();
+        let name = full.strip_prefix(&format!("{stack}_")).unwrap_or(full);
+        let container = &spec["TaskTemplate"]["ContainerSpec"];
+        // The Engine pins the image by digest; the compose file names the tag.
+        let image = container["Image"]
+            .as_str()
+            .unwrap_or_default()
+            .split('@')
+            .next()
+            .unwrap_or_default();
+        let mode = &spec["Mode"];
+        let replicas = if mode.get("Global").is_some_and(|g| !g.is_null()) {
+            json!("global")
+        } else {
+            json!(mode["Replicated"]["Replicas"].as_u64().unwrap_or(1))
+        };
+        let env: BTreeMap<String, String> = container["Env"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .filter_map(|e| e.split_once('='))
+            .filter(|(k, _)| !looks_secret(k))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        out.insert(
+            name.to_string(),
+            json!({"image": image, "replicas": replicas, "env": env}),
+        );
+    }
+    out
+}
+
 impl PortainerProvider {
     pub fn new(settings: PortainerSettings, engines: Arc<Engines>) -> Self {
         PortainerProvider {
@@ -253,6 +305,7 @@ impl PortainerProvider {
             http: OnceCell::new(),
             engines,
             auth: Mutex::new(None),
+            via_portainer: std::sync::OnceLock::new(),
         }
     }
 
@@ -510,13 +563,67 @@ impl PortainerProvider {
         }
     }
 
-    /// The services of a stack as the swarm runs them.
-    async fn services(&self, stack: &str) -> Result<Map<String, Value>, ProviderError> {
+    /// The services of a stack as the swarm runs them: from the manager's
+    /// engine, else (phoenix has no engine for the manager, or it does not
+    /// answer) through Portainer's Docker proxy on the stack's environment,
+    /// which reaches the same swarm through the agent. Either way the same
+    /// Engine objects, read the same way.
+    async fn services(
+        &self,
+        stack: &str,
+        endpoint_id: Option<u64>,
+    ) -> Result<Map<String, Value>, ProviderError> {
+        let label = format!("{NAMESPACE_LABEL}={stack}");
+        let engine_err = if self.via_portainer.get().is_some() {
+            None
+        } else {
+            match self.services_from_engine(stack, &label).await {
+                Ok(list) => return Ok(summarize_services(stack, &list)),
+                Err(e @ (ProviderError::Config(_) | ProviderError::Unreachable(_))) => Some(e),
+                Err(e) => return Err(e),
+            }
+        };
+        let Some(eid) = endpoint_id else {
+            return Err(engine_err.unwrap_or_else(|| {
+                ProviderError::Other(format!("stack {stack} has no Portainer environment"))
+            }));
+        };
+        if let Some(e) = &engine_err {
+            // Said once per run: every other stack goes the same way without retrying the engine.
+            if self.via_portainer.set(e.to_string()).is_ok() {
+                tracing::info!(
+                    reason = %e,
+                    "reading the stacks' services through Portainer's Docker proxy"
+                );
+            }
+        }
+        let filters = json!({"label": [label]}).to_string();
+        let list = self
+            .ok(
+                Method::GET,
+                &format!("/endpoints/{eid}/docker/services"),
+                &[("filters", filters)],
+                Body::None,
+                &format!("listing the services of stack {stack} through Portainer"),
+            )
+            .await?;
+        match list {
+            Value::Array(list) => Ok(summarize_services(stack, &list)),
+            other => Err(ProviderError::Other(format!(
+                "Portainer's Docker proxy answered the services of stack {stack} with {other}, not a list"
+            ))),
+        }
+    }
+
+    /// The stack's services on the manager's engine, as the Engine API writes them.
+    async fn services_from_engine(
+        &self,
+        stack: &str,
+        label: &str,
+    ) -> Result<Vec<Value>, ProviderError> {
         let m = self.engines.manager()?;
-        let filters: HashMap<String, Vec<String>> = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{NAMESPACE_LABEL}={stack}")],
-        )]);
+        let filters: HashMap<String, Vec<String>> =
+            HashMap::from([("label".to_string(), vec![label.to_string()])]);
         let c = m.client().await?;
         let options = ListServicesOptionsBuilder::default()
             .filters(&filters)
@@ -527,46 +634,10 @@ impl PortainerProvider {
             move || c.list_services(Some(options.clone())),
         )
         .await?;
-        let mut out = Map::new();
-        for s in list {
-            let spec = s.spec.unwrap_or_default();
-            let full = spec.name.clone().unwrap_or_default();
-            let name = full
-                .strip_prefix(&format!("{stack}_"))
-                .unwrap_or(&full)
-                .to_string();
-            let container = spec
-                .task_template
-                .as_ref()
-                .and_then(|t| t.container_spec.clone())
-                .unwrap_or_default();
-            // The Engine pins the image by digest; the compose file names the tag.
-            let image = container
-                .image
-                .unwrap_or_default()
-                .split('@')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            let replicas = match spec.mode.as_ref() {
-                Some(m) if m.global.is_some() => json!("global"),
-                Some(m) => json!(m.replicated.as_ref().and_then(|r| r.replicas).unwrap_or(1)),
-                None => json!(1),
-            };
-            let env: BTreeMap<String, String> = container
-                .env
-                .unwrap_or_default()
-                .iter()
-                .filter_map(|e| e.split_once('='))
-                .filter(|(k, _)| !looks_secret(k))
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            out.insert(
-                name,
-                json!({"image": image, "replicas": replicas, "env": env}),
-            );
-        }
-        Ok(out)
+        list.iter()
+            .map(serde_json::to_value)
+            .collect::<Result<_, _>>()
+            .map_err(|e| ProviderError::Other(format!("cannot read the services back: {e}")))
     }
 
     async fn refresh_all(
@@ -653,11 +724,14 @@ impl PortainerProvider {
             .find(|e| e["Id"] == s["EndpointId"])
             .and_then(|e| e["Name"].as_str())
             .unwrap_or_default();
-        let services = self.services(name).await?;
+        let services = self.services(name, s["EndpointId"].as_u64()).await?;
+        let (compose, secrets) =
+            model::unpin_secret_versions(file["StackFileContent"].as_str().unwrap_or_default());
         Ok(LiveObject {
             attrs: attrs(json!({
                 "endpoint": endpoint,
-                "compose": file["StackFileContent"].as_str().unwrap_or_default(),
+                "compose": compose,
+                "secrets": secrets,
                 "env": plain_env(&s["Env"]),
                 "services": services,
             })),
@@ -675,13 +749,27 @@ impl PortainerProvider {
             })
     }
 
+    /// The admin password, needed only to initialise the admin or make a key.
+    fn password<'d>(&'d self, d: &'d DesiredResource) -> Result<&'d str, ProviderError> {
+        d.attrs
+            .get("password")
+            .and_then(Value::as_str)
+            .or(self.settings.password.as_deref())
+            .filter(|p| !p.is_empty())
+            .ok_or_else(|| {
+                ProviderError::Config(format!(
+                    "{} needs the Portainer admin password (to {} and make phoenix's API key), and none is set\nhelp: set PHOENIX_PORTAINER_PASSWORD or PHOENIX_PORTAINER_PASSWORD_FILE (a file kept out of git, mode 0600); plans and `validate` do not need it",
+                    d.address,
+                    if self.settings.key_file.exists() { "log in" } else { "initialise the admin" }
+                ))
+            })
+    }
+
     /// Log in with the password the manifests give, make a new API key, keep
     /// it in the key file and remove the key it replaces.
     async fn new_key(&self, d: &DesiredResource, ctx: &dyn OpContext) -> Result<(), ProviderError> {
-        let username = d.attrs["username"].as_str().unwrap_or(model::ADMIN);
-        let password = d.attrs["password"]
-            .as_str()
-            .ok_or_else(|| ProviderError::Config("the Portainer admin has no password".into()))?;
+        let username = admin_name(d);
+        let password = self.password(d)?;
         let jwt = self.login(username, password).await?;
         let user_id = jwt_user(&jwt);
         ctx.progress("Creating", &format!("a Portainer API key for {username}"));
@@ -743,8 +831,8 @@ impl PortainerProvider {
         d: &DesiredResource,
         ctx: &dyn OpContext,
     ) -> Result<(), ProviderError> {
-        let username = d.attrs["username"].as_str().unwrap_or(model::ADMIN);
-        let password = d.attrs["password"].as_str().unwrap_or_default();
+        let username = admin_name(d);
+        let password = self.password(d)?;
         ctx.progress("Initialising", &format!("the Portainer admin {username}"));
         let (status, v) = self
             .call(
@@ -784,13 +872,14 @@ impl PortainerProvider {
         let fields = vec![
             ("Name", name.to_string()),
             ("EndpointCreationType", "2".to_string()),
-            (
-                "URL",
-                d.attrs["url"].as_str().unwrap_or_default().to_string(),
-            ),
+            ("URL", d.attr_str("url").to_string()),
             (
                 "GroupID",
-                d.attrs["group_id"].as_u64().unwrap_or(1).to_string(),
+                d.attrs
+                    .get("group_id")
+                    .and_then(Value::as_u64)
+                    .unwrap_or(1)
+                    .to_string(),
             ),
             ("TLS", b("tls")),
             ("TLSSkipVerify", b("tls_skip_verify")),
@@ -807,16 +896,94 @@ impl PortainerProvider {
         Ok(())
     }
 
+    /// Change an environment in place (`PUT /api/endpoints/{id}`): only what
+    /// differs is sent. The three TLS flags go together: Portainer reads the
+    /// skip flags only beside `TLS`, and `TLS: false` clears them.
+    async fn update_endpoint(
+        &self,
+        d: &DesiredResource,
+        live: &LiveObject,
+        name: &str,
+    ) -> Result<(), ProviderError> {
+        let id = live.remote["id"].as_u64().ok_or_else(|| {
+            ProviderError::Other(format!("the environment {name} has no id in Portainer"))
+        })?;
+        let differs = |k: &str| d.attrs.get(k) != live.attrs.get(k);
+        let mut body = Map::new();
+        if differs("url") {
+            body.insert("URL".into(), json!(d.attr_str("url")));
+        }
+        if differs("group_id") {
+            body.insert(
+                "GroupID".into(),
+                json!(d.attrs["group_id"].as_u64().unwrap_or(1)),
+            );
+        }
+        if ["tls", "tls_skip_verify", "tls_skip_client_verify"]
+            .iter()
+            .any(|k| differs(k))
+        {
+            for (field, k) in [
+                ("TLS", "tls"),
+                ("TLSSkipVerify", "tls_skip_verify"),
+                ("TLSSkipClientVerify", "tls_skip_client_verify"),
+            ] {
+                body.insert(
+                    field.into(),
+                    json!(d.attrs.get(k).and_then(Value::as_bool).unwrap_or(false)),
+                );
+            }
+        }
+        if body.is_empty() {
+            return Ok(());
+        }
+        self.ok(
+            Method::PUT,
+            &format!("/endpoints/{id}"),
+            &[],
+            Body::Json(Value::Object(body)),
+            &format!("updating the environment {name}"),
+        )
+        .await?;
+        Ok(())
+    }
+
     async fn deploy_stack(
         &self,
         d: &DesiredResource,
         name: &str,
         existing: Option<u64>,
     ) -> Result<(), ProviderError> {
-        let endpoint = d.attrs["endpoint"].as_str().unwrap_or_default();
+        let endpoint = d.attr_str("endpoint");
         let eid = self.endpoint_id(endpoint).await?;
         let q = [("endpointId", eid.to_string())];
-        let content = d.attrs["compose"].as_str().unwrap_or_default();
+        let versions: BTreeMap<String, String> = d
+            .attrs
+            .get("secrets")
+            .and_then(Value::as_object)
+            .into_iter()
+            .flatten()
+            .filter_map(|(k, v)| Some((k.clone(), v.as_str()?.to_string())))
+            .collect();
+        if let Some(missing) = d
+            .create
+            .get(model::SECRET_ENV_MISSING)
+            .and_then(Value::as_array)
+            .filter(|m| !m.is_empty())
+        {
+            let names: Vec<&str> = missing.iter().filter_map(Value::as_str).collect();
+            return Err(ProviderError::Config(format!(
+                "stack {name} needs the value of {} to deploy, and none is set\nhelp: set {} (or write secrets/<name> under the site, mode 0600) and plan again",
+                names.join(", "),
+                names
+                    .iter()
+                    .map(|n| crate::model::swarm::secret_env_name(n))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        let content = model::pin_secret_versions(d.attr_str("compose"), &versions)
+            .map_err(|e| ProviderError::Config(format!("stack {name}: {e}")))?;
         match existing {
             Some(id) => {
                 self.ok(
@@ -910,14 +1077,18 @@ impl ResourceProvider for PortainerProvider {
             let addr = &desired.address;
             match Object::of(addr) {
                 Some(Object::Admin) => self.new_key(desired, ctx).await?,
+                Some(Object::Endpoint(n)) => {
+                    ctx.progress("Updating", &format!("the agent environment {n}"));
+                    self.update_endpoint(desired, live, &n).await?;
+                }
                 Some(Object::Stack(n)) => {
                     ctx.progress("Redeploying", &format!("stack {n}"));
                     self.deploy_stack(desired, &n, live.remote["id"].as_u64())
                         .await?;
                 }
-                _ => {
+                None => {
                     return Err(ProviderError::Other(format!(
-                        "{addr} cannot be changed in place"
+                        "{addr} is not a Portainer object phoenix knows"
                     )));
                 }
             }

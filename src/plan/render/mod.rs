@@ -37,6 +37,9 @@ pub fn headline(c: &Change) -> String {
         (Action::Create, Some(Reason::DeletedOutside)) => {
             format!("{a} was deleted outside phoenix and will be created again")
         }
+        (Action::Create, Some(Reason::GuestReplaced)) => {
+            format!("{a} will be created again: its guest is replaced, and it goes with it")
+        }
         (Action::Create, _) => format!("{a} will be created"),
         (Action::Update, _) => format!("{a} will be updated in-place"),
         (Action::Replace, _) => format!("{a} must be replaced"),

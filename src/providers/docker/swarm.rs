@@ -410,7 +410,20 @@ impl SwarmProvider {
         d: &DesiredResource,
         name: &str,
     ) -> Result<String, ProviderError> {
-        let want = str_attr(d, "version")?.to_string();
+        let value_now = model::secret_value(&self.root, name);
+        // No version: the plan found no value (plans do not need secrets).
+        let Some(want) = d.attrs.get("version").and_then(Value::as_str) else {
+            return Err(match value_now {
+                None => ProviderError::Config(format!(
+                    "the swarm secret `{name}` has no value, and creating it needs one\nhelp: set {} or write it to secrets/{name} under the site (mode 0600, kept out of git)",
+                    model::secret_env_name(name)
+                )),
+                Some(_) => ProviderError::Conflict(format!(
+                    "the swarm secret `{name}` got a value since the plan: plan again"
+                )),
+            });
+        };
+        let want = want.to_string();
         let versions = self.secret_versions().await?;
         if let Some((id, _, _)) = versions
             .get(name)
@@ -418,7 +431,7 @@ impl SwarmProvider {
         {
             return Ok(id.clone());
         }
-        let value = model::secret_value(&self.root, name).ok_or_else(|| {
+        let value = value_now.ok_or_else(|| {
             ProviderError::Config(format!(
                 "the swarm secret `{name}` has no value\nhelp: set {} or write it to secrets/{name} under the site",
                 model::secret_env_name(name)

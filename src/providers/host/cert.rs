@@ -422,8 +422,10 @@ impl CertProvider {
         let addr = &desired.address;
         let s = |k: &str| desired.attr_str(k).to_string();
         if model::needs_new(desired, live) {
-            let names: Vec<String> = desired.attrs["sans"]
-                .as_array()
+            let names: Vec<String> = desired
+                .attrs
+                .get("sans")
+                .and_then(Value::as_array)
                 .map(|a| {
                     a.iter()
                         .filter_map(Value::as_str)
