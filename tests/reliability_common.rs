@@ -244,6 +244,34 @@ impl PrivateWorld {
         c
     }
 
+    /// [`PrivateWorld::std_cmd`] through a transport: over HTTPS as it is, or
+    /// with `pvesh` (lab/fakepve/pvesh, forwarding to this world) run locally
+    /// or behind the fake `ssh` (lab/fakepve/ssh), as `scripts/test` runs the
+    /// shared world's tests.
+    pub fn std_cmd_via(&self, site: &Site, args: &[&str], t: Transport) -> Command {
+        let mut c = self.std_cmd(site, args);
+        let via = match t {
+            Transport::Https => return c,
+            Transport::Pvesh => "pvesh",
+            Transport::Ssh => "ssh://root@127.0.0.1",
+        };
+        let lab = Path::new(env!("CARGO_MANIFEST_DIR")).join("lab/fakepve");
+        for k in [
+            "PHOENIX_PVE_URL",
+            "PHOENIX_PVE_TOKEN",
+            "PHOENIX_PVE_CA_FILE",
+        ] {
+            c.env_remove(k);
+        }
+        c.env("PHOENIX_PVE_TRANSPORT", via)
+            .env("PHOENIX_PVESH", lab.join("pvesh"))
+            .env("PHOENIX_SSH", lab.join("ssh"))
+            .env("PHOENIX_PVESH_URL", &self.world.url)
+            .env("PHOENIX_PVESH_TOKEN", &self.world.token)
+            .env("PHOENIX_PVESH_CA", &self.world.ca_file);
+        c
+    }
+
     /// A blocking API client for this world, for looking behind phoenix's back.
     pub fn api(&self) -> Api {
         let ca = std::fs::read(&self.world.ca_file).unwrap();
@@ -275,6 +303,24 @@ impl Drop for PrivateWorld {
         let _ = self.child.kill();
         let _ = self.child.wait();
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// How phoenix reaches a private world.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Transport {
+    Https,
+    Pvesh,
+    Ssh,
+}
+
+impl Transport {
+    pub fn name(self) -> &'static str {
+        match self {
+            Transport::Https => "https",
+            Transport::Pvesh => "pvesh",
+            Transport::Ssh => "ssh",
+        }
     }
 }
 

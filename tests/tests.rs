@@ -14,7 +14,8 @@
 //! - `host_apply`, `host_render`: dns.records and file.* through plan/apply and `phoenix render`,
 //!   checked by the real dnsmasq and nginx; `host_support`: the host world of lab/host.
 //! - `reliability_*`: crash, race, fault, fuzz and secret checks (issue 6), each
-//!   with a private fake; small here, full in `scripts/reliability` (docs/reliability.md).
+//!   with a private fake (`reliability_lab`: and a private phoenix-lab); small here, full in
+//!   `scripts/reliability` (docs/reliability.md).
 
 mod common;
 mod support;
@@ -39,6 +40,7 @@ mod reliability_concurrency;
 mod reliability_crash;
 mod reliability_faults;
 mod reliability_input;
+mod reliability_lab;
 mod reliability_security;
 mod schemas;
 mod seed_verbs;

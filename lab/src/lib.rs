@@ -8,7 +8,7 @@
 //! | call | effect |
 //! |------|--------|
 //! | `GET /_lab/faults` | the faults in force |
-//! | `PUT /_lab/faults` | replace them: `{"latency_ms", "errors": [...], "down": ["node"]}`; a node put down stops listening (connections refused) and shows `down` in the swarm, put back up it listens again on the same port |
+//! | `PUT /_lab/faults` | replace them: `{"latency_ms", "errors": [...], "down": ["node"], "seed"}`; a node put down stops listening (connections refused) and shows `down` in the swarm, put back up it listens again on the same port |
 //! | `GET /_lab/urls` | the URLs served, as `serve` prints them |
 
 pub mod compose;
@@ -248,7 +248,11 @@ async fn apply_down(shared: &Arc<Shared>, down: &[String]) {
 
 async fn set_faults(shared: &Arc<Shared>, faults: Faults) {
     let down = faults.down.clone();
-    shared.world().faults = faults;
+    {
+        let mut w = shared.world();
+        w.draws = world::Draws::new(faults.seed);
+        w.faults = faults;
+    }
     apply_down(shared, &down).await;
 }
 
@@ -283,11 +287,11 @@ async fn faults_for(shared: &Shared, server: &str, method: &Method, path: &str) 
     if latency > 0 {
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
-    let (status, message) =
-        shared
-            .world()
-            .faults
-            .take_error(server, method.as_str(), docker::strip_version(path))?;
+    let (status, message) = {
+        let mut w = shared.world();
+        let World { faults, draws, .. } = &mut *w;
+        faults.take_error(server, method.as_str(), docker::strip_version(path), draws)?
+    };
     Some(if server == "portainer" {
         portainer::error(status, &message, "injected by phoenix-lab")
     } else {

@@ -81,6 +81,9 @@ pub struct Faults {
     /// Nodes whose engine is down: its port refuses connections, its swarm node is `down`.
     #[serde(default)]
     pub down: Vec<String>,
+    /// The seed of the draws of `rate` rules, so a run replays; absent: from the clock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seed: Option<u64>,
 }
 
 /// Answer matching requests with `status` (and a message in the server's error format).
@@ -102,15 +105,51 @@ pub struct ErrorRule {
     /// How many requests it answers; absent: all.
     #[serde(default)]
     pub times: Option<u32>,
+    /// The share of matching requests it answers (0 to 1, drawn per request); absent: every one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate: Option<f64>,
 }
 
 fn injected() -> String {
     "injected by phoenix-lab".into()
 }
 
+/// The draws of `rate` rules: xorshift64*, seeded by [`Faults::seed`] (or the clock).
+#[derive(Debug, Clone)]
+pub struct Draws(u64);
+
+impl Draws {
+    pub fn new(seed: Option<u64>) -> Draws {
+        let seed = seed.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(1)
+        });
+        Draws(seed.max(1) ^ 0x9E37_79B9_7F4A_7C15)
+    }
+
+    /// Uniform in `[0, 1)`.
+    pub fn uniform(&mut self) -> f64 {
+        let mut x = self.0;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.0 = x;
+        (x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
 impl Faults {
-    /// The injected error for this request, if any (counting it down).
-    pub fn take_error(&mut self, server: &str, method: &str, path: &str) -> Option<(u16, String)> {
+    /// The injected error for this request, if any (counting it down). A rule
+    /// with a `rate` answers a matching request when its draw falls under it.
+    pub fn take_error(
+        &mut self,
+        server: &str,
+        method: &str,
+        path: &str,
+        draws: &mut Draws,
+    ) -> Option<(u16, String)> {
         let idx = self.errors.iter().position(|r| {
             r.server.as_deref().is_none_or(|s| s == server)
                 && r.method
@@ -118,6 +157,7 @@ impl Faults {
                     .is_none_or(|m| m.eq_ignore_ascii_case(method))
                 && path.contains(&r.path)
                 && r.times != Some(0)
+                && r.rate.is_none_or(|rate| draws.uniform() < rate)
         })?;
         let rule = &mut self.errors[idx];
         if let Some(t) = rule.times.as_mut() {
@@ -332,6 +372,8 @@ pub struct World {
     pub clusters: BTreeMap<String, Cluster>,
     pub portainer: Portainer,
     pub faults: Faults,
+    /// The draws of the faults' `rate` rules.
+    pub draws: Draws,
 }
 
 impl World {
@@ -356,6 +398,7 @@ impl World {
                 ..Default::default()
             },
             faults: cfg.faults.clone(),
+            draws: Draws::new(cfg.faults.seed),
         }
     }
 
@@ -365,5 +408,54 @@ impl World {
 
     pub fn is_down(&self, hostname: &str) -> bool {
         self.faults.down.iter().any(|d| d == hostname)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(rate: Option<f64>, times: Option<u32>) -> ErrorRule {
+        ErrorRule {
+            server: None,
+            method: Some("GET".into()),
+            path: "/info".into(),
+            status: 500,
+            message: "boom".into(),
+            times,
+            rate,
+        }
+    }
+
+    #[test]
+    fn a_rate_answers_about_that_share_and_replays_from_its_seed() {
+        let run = |seed| {
+            let mut f = Faults {
+                errors: vec![rule(Some(0.3), None)],
+                ..Default::default()
+            };
+            let mut d = Draws::new(Some(seed));
+            (0..2000)
+                .map(|_| f.take_error("n", "GET", "/info", &mut d).is_some())
+                .collect::<Vec<_>>()
+        };
+        let a = run(7);
+        let hits = a.iter().filter(|h| **h).count();
+        assert!((500..700).contains(&hits), "{hits} of 2000 at 30%");
+        assert_eq!(a, run(7), "the same seed, the same draws");
+        assert_ne!(a, run(8));
+    }
+
+    #[test]
+    fn times_bound_a_rate_rule_and_other_requests_are_not_drawn_for() {
+        let mut f = Faults {
+            errors: vec![rule(Some(1.0), Some(2))],
+            ..Default::default()
+        };
+        let mut d = Draws::new(Some(1));
+        assert!(f.take_error("n", "POST", "/info", &mut d).is_none());
+        assert!(f.take_error("n", "GET", "/info", &mut d).is_some());
+        assert!(f.take_error("n", "GET", "/info", &mut d).is_some());
+        assert!(f.take_error("n", "GET", "/info", &mut d).is_none());
     }
 }

@@ -397,8 +397,10 @@ async fn swarm_lifecycle_with_engine_errors() {
             status: 500,
             message: "boom".into(),
             times: Some(1),
+            rate: None,
         }],
         down: vec![],
+        seed: None,
     })
     .await;
     let t = std::time::Instant::now();

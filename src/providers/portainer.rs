@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio::sync::{Mutex, OnceCell};
 
-use super::docker::{Engines, api_error};
+use super::docker::{Engines, read};
+use super::proxmox::client::{READ_ATTEMPTS, backoff};
 use super::{BoxFuture, Lane, OpContext, ProviderError, ResourceProvider};
 use crate::manifest::Site;
 use crate::manifest::lint::looks_secret;
@@ -98,6 +99,7 @@ enum Auth {
     Jwt(String),
 }
 
+#[derive(Clone)]
 enum Body {
     None,
     Json(Value),
@@ -153,7 +155,16 @@ fn api(status: u16, what: &str, body: &Value) -> ProviderError {
         409 => ProviderError::Conflict(message),
         _ => ProviderError::Api {
             status,
-            message,
+            message: if status >= 500 {
+                format!(
+                    "{message}\nhelp: Portainer failed to answer (a read is tried 4 times, a write \
+                     once); check it, then run phoenix again: the state and its journal stay true"
+                )
+            } else {
+                format!(
+                    "{message}\nhelp: Portainer refused the request; the message above is its reason"
+                )
+            },
             details: BTreeMap::new(),
         },
     }
@@ -169,6 +180,17 @@ fn admin_name(d: &DesiredResource) -> &str {
 
 fn attrs(v: Value) -> Map<String, Value> {
     v.as_object().cloned().unwrap_or_default()
+}
+
+/// Whether phoenix's API key works, from Portainer's answer to a read made
+/// with it: refused (revoked, or another user's) is "no"; a failure to
+/// answer is an error, never a reason to make a new key.
+fn key_check(status: u16, body: &Value) -> Result<bool, ProviderError> {
+    match status {
+        200..=299 => Ok(true),
+        401 | 403 | 404 => Ok(false),
+        _ => Err(api(status, "checking phoenix's Portainer API key", body)),
+    }
 }
 
 /// Portainer's stack names are lower case.
@@ -330,7 +352,36 @@ impl PortainerProvider {
             .await
     }
 
+    /// One request; a read (GET) that fails with a 5xx or a lost connection is
+    /// sent again under the Proxmox client's policy ([`READ_ATTEMPTS`], [`backoff`]
+    /// with jitter). A write is sent once: one whose answer was lost may have been done.
     async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Body,
+        auth: Option<&Auth>,
+    ) -> Result<(u16, Value), ProviderError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let r = self
+                .call_once(method.clone(), path, query, body.clone(), auth)
+                .await;
+            let retry = match &r {
+                Ok((status, _)) => *status >= 500,
+                Err(e) => matches!(e, ProviderError::Unreachable(_)),
+            };
+            if method != Method::GET || !retry || attempt >= READ_ATTEMPTS {
+                return r;
+            }
+            tracing::debug!(path, attempt, "retrying a Portainer read");
+            tokio::time::sleep(backoff(attempt)).await;
+        }
+    }
+
+    async fn call_once(
         &self,
         method: Method,
         path: &str,
@@ -410,7 +461,7 @@ impl PortainerProvider {
     }
 
     async fn key_works(&self, k: &KeyFile) -> Result<bool, ProviderError> {
-        let (status, _) = self
+        let (status, v) = self
             .call(
                 Method::GET,
                 &format!("/users/{}/tokens", k.user_id),
@@ -419,7 +470,7 @@ impl PortainerProvider {
                 Some(&Auth::Key(k.api_key.clone())),
             )
             .await?;
-        Ok((200..300).contains(&status))
+        key_check(status, &v)
     }
 
     async fn login(&self, username: &str, password: &str) -> Result<String, ProviderError> {
@@ -547,7 +598,7 @@ impl PortainerProvider {
             }
         }
         let filters = json!({"label": [label]}).to_string();
-        let list = self
+        let proxied = self
             .ok(
                 Method::GET,
                 &format!("/endpoints/{eid}/docker/services"),
@@ -555,7 +606,18 @@ impl PortainerProvider {
                 Body::None,
                 &format!("listing the services of stack {stack} through Portainer"),
             )
-            .await?;
+            .await;
+        // Both ways failed: the engine's reason first (an agent on a worker
+        // cannot list the swarm's services, so the proxy's is often secondary).
+        let list = match (proxied, &engine_err) {
+            (Ok(list), _) => list,
+            (Err(proxy), Some(engine)) => {
+                return Err(ProviderError::Unreachable(format!(
+                    "{engine}\nand through Portainer's Docker proxy: {proxy}"
+                )));
+            }
+            (Err(proxy), None) => return Err(proxy),
+        };
         match list {
             Value::Array(list) => Ok(summarize_services(stack, &list)),
             other => Err(ProviderError::Other(format!(
@@ -573,22 +635,16 @@ impl PortainerProvider {
         let m = self.engines.manager()?;
         let filters: HashMap<String, Vec<String>> =
             HashMap::from([("label".to_string(), vec![label.to_string()])]);
-        let list = m
-            .client()
-            .await?
-            .list_services(Some(
-                ListServicesOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| {
-                api_error(
-                    &m.name,
-                    &format!("listing the services of stack {stack}"),
-                    e,
-                )
-            })?;
+        let c = m.client().await?;
+        let options = ListServicesOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let list = read(
+            &m.name,
+            &format!("listing the services of stack {stack}"),
+            move || c.list_services(Some(options.clone())),
+        )
+        .await?;
         list.iter()
             .map(serde_json::to_value)
             .collect::<Result<_, _>>()
@@ -1149,6 +1205,17 @@ mod tests {
         // {"id":7,"username":"admin"}
         assert_eq!(jwt_user("x.eyJpZCI6NywidXNlcm5hbWUiOiJhZG1pbiJ9.y"), 7);
         assert_eq!(jwt_user("opaque"), 1);
+    }
+
+    #[test]
+    fn a_key_is_missing_only_when_portainer_refuses_it_not_when_it_fails() {
+        let body = json!({"message": "boom", "details": "injected"});
+        assert!(key_check(200, &json!([])).unwrap());
+        assert!(!key_check(401, &body).unwrap());
+        assert!(!key_check(403, &body).unwrap());
+        let e = key_check(503, &body).unwrap_err().to_string();
+        assert!(e.contains("Portainer answered 503"), "{e}");
+        assert!(e.contains("help: Portainer failed to answer"), "{e}");
     }
 
     #[test]

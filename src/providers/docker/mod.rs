@@ -24,6 +24,7 @@ use bollard::Docker;
 use tokio::sync::OnceCell;
 
 use super::ProviderError;
+use super::proxmox::client::{READ_ATTEMPTS, backoff};
 use crate::manifest::Site;
 
 /// The kinds this provider serves.
@@ -145,7 +146,11 @@ impl Engine {
                         self.name
                     ))
                 })?;
-                docker.negotiate_version().await.map_err(|e| {
+                read(&self.name, "reading the API version", || {
+                    docker.clone().negotiate_version()
+                })
+                .await
+                .map_err(|e| {
                     ProviderError::Unreachable(format!(
                         "the Docker engine of `{}` at {url} does not answer: {e}",
                         self.name
@@ -197,7 +202,7 @@ impl Engines {
     }
 }
 
-/// Turn a bollard error into a provider error, with the engine's message.
+/// Turn a bollard error into a provider error, with the engine's message and what to do.
 pub fn api_error(engine: &str, what: &str, e: bollard::errors::Error) -> ProviderError {
     match e {
         bollard::errors::Error::DockerResponseServerError {
@@ -207,14 +212,75 @@ pub fn api_error(engine: &str, what: &str, e: bollard::errors::Error) -> Provide
             if status_code == 404 {
                 ProviderError::NotFound(format!("{what} on `{engine}`: {message}"))
             } else {
+                let help = if status_code >= 500 {
+                    "the Docker engine failed to answer (a read is tried 4 times, a write once); \
+                     check it, then run phoenix again: the state and its journal stay true"
+                } else {
+                    "the Docker engine refused the request; the message above is its reason"
+                };
                 ProviderError::Api {
                     status: status_code,
-                    message: format!("{what} on `{engine}`: {message}"),
+                    message: format!(
+                        "{what} on `{engine}`: {message} ({status_code})\nhelp: {help}"
+                    ),
                     details: BTreeMap::new(),
                 }
             }
         }
-        other => ProviderError::Unreachable(format!("{what} on `{engine}`: {other}")),
+        other => {
+            // The causes say what happened to the connection ("Connection refused").
+            let mut chain = other.to_string();
+            let mut src = std::error::Error::source(&other);
+            while let Some(s) = src {
+                let text = s.to_string();
+                if !chain.contains(&text) {
+                    chain.push_str(": ");
+                    chain.push_str(&text);
+                }
+                src = s.source();
+            }
+            ProviderError::Unreachable(format!(
+                "{what} on `{engine}`: {chain}\nhelp: check that the Docker engine of `{engine}` \
+                 runs and that PHOENIX_DOCKER_HOST names it, then run phoenix again"
+            ))
+        }
+    }
+}
+
+/// Whether a failed read may be sent again: the engine answered 5xx, or no
+/// answer came (a refused or reset connection, a timeout).
+fn retryable(e: &bollard::errors::Error) -> bool {
+    use bollard::errors::Error as E;
+    match e {
+        E::DockerResponseServerError { status_code, .. } => *status_code >= 500,
+        E::RequestTimeoutError
+        | E::IOError { .. }
+        | E::HyperResponseError { .. }
+        | E::HyperLegacyError { .. } => true,
+        _ => false,
+    }
+}
+
+/// A read from an engine, under the Proxmox client's retry policy: up to
+/// [`READ_ATTEMPTS`] attempts on a 5xx answer or a lost connection, with its
+/// [`backoff`] and jitter between them. Writes never come here: one whose
+/// answer was lost may have been done, and the next refresh decides.
+pub async fn read<T, F, Fut>(engine: &str, what: &str, mut call: F) -> Result<T, ProviderError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, bollard::errors::Error>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        match call().await {
+            Ok(v) => return Ok(v),
+            Err(e) if attempt < READ_ATTEMPTS && retryable(&e) => {
+                tracing::debug!(engine, what, attempt, error = %e, "retrying");
+                tokio::time::sleep(backoff(attempt)).await;
+            }
+            Err(e) => return Err(api_error(engine, what, e)),
+        }
     }
 }
 
@@ -226,4 +292,58 @@ pub fn providers(
         Arc::new(Engines::new(settings)),
         settings.root.clone(),
     ))])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    fn server_error(status_code: u16) -> bollard::errors::Error {
+        bollard::errors::Error::DockerResponseServerError {
+            status_code,
+            message: "boom".into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_read_is_retried_on_5xx_with_backoff_then_reported() {
+        let calls = AtomicU32::new(0);
+        let t = std::time::Instant::now();
+        let r: Result<(), _> = read("mgr", "listing the nodes", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(server_error(503)) }
+        })
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), READ_ATTEMPTS);
+        // 200 + 400 + 800 ms, plus up to 50% jitter.
+        assert!(t.elapsed() >= std::time::Duration::from_millis(1400));
+        let msg = r.unwrap_err().to_string();
+        assert!(
+            msg.contains("listing the nodes on `mgr`: boom (503)"),
+            "{msg}"
+        );
+        assert!(msg.contains("help: the Docker engine failed"), "{msg}");
+    }
+
+    #[tokio::test]
+    async fn a_read_that_recovers_succeeds_and_a_4xx_is_not_retried() {
+        let calls = AtomicU32::new(0);
+        let r = read("mgr", "reading", || {
+            let n = calls.fetch_add(1, Ordering::SeqCst);
+            async move { if n < 2 { Err(server_error(500)) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 2);
+        let calls = AtomicU32::new(0);
+        let r: Result<(), _> = read("mgr", "reading", || {
+            calls.fetch_add(1, Ordering::SeqCst);
+            async { Err(server_error(409)) }
+        })
+        .await;
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert!(matches!(r, Err(ProviderError::Api { status: 409, .. })));
+        let r: Result<(), _> = read("mgr", "reading", || async { Err(server_error(404)) }).await;
+        assert!(matches!(r, Err(ProviderError::NotFound(_))));
+    }
 }

@@ -16,7 +16,7 @@ use bollard::query_parameters::{
 };
 use serde_json::{Map, Value, json};
 
-use super::{Engine, Engines, api_error};
+use super::{Engine, Engines, api_error, read};
 use crate::model::swarm::{self as model, KIND, Object, SECRET_LABEL};
 use crate::model::{Address, DesiredResource, LiveObject};
 use crate::plan::Change;
@@ -94,6 +94,24 @@ fn node_attrs(n: &Node) -> Map<String, Value> {
     }))
 }
 
+/// A secret as its versions show it (oldest first). One version is the
+/// secret's `version`. Several mean a rotation was cut short (services not
+/// all moved, old versions not removed): `version` names them all, newest
+/// first, so the plan shows an update, and the update finishes the rotation
+/// towards the version the manifests want.
+fn secret_live(versions: &[(String, String, String)]) -> Option<LiveObject> {
+    let (id, _, _) = versions.last()?;
+    let names: Vec<&str> = versions.iter().rev().map(|v| v.1.as_str()).collect();
+    Some(LiveObject {
+        attrs: attrs(json!({"version": names.join(", ")})),
+        remote: json!({
+            "id": id,
+            "ids": versions.iter().map(|v| v.0.clone()).collect::<Vec<_>>(),
+        }),
+        token: Some(id.clone()),
+    })
+}
+
 impl SwarmProvider {
     pub fn new(engines: Arc<Engines>, root: PathBuf) -> Self {
         SwarmProvider { engines, root }
@@ -106,12 +124,8 @@ impl SwarmProvider {
     /// The swarm this manager leads, if it is an active manager.
     async fn cluster(&self) -> Result<Option<Cluster>, ProviderError> {
         let m = self.manager()?;
-        let info = m
-            .client()
-            .await?
-            .info()
-            .await
-            .map_err(|e| api_error(&m.name, "reading the engine info", e))?;
+        let c = m.client().await?;
+        let info = read(&m.name, "reading the engine info", move || c.info()).await?;
         let Some(sw) = info.swarm else {
             return Ok(None);
         };
@@ -129,11 +143,11 @@ impl SwarmProvider {
 
     async fn nodes(&self) -> Result<Vec<Node>, ProviderError> {
         let m = self.manager()?;
-        m.client()
-            .await?
-            .list_nodes(None)
-            .await
-            .map_err(|e| api_error(&m.name, "listing the swarm nodes", e))
+        let c = m.client().await?;
+        read(&m.name, "listing the swarm nodes", move || {
+            c.list_nodes(None)
+        })
+        .await
     }
 
     /// The live node of this hostname: the ready entry, with the ids of stale (down) ones.
@@ -162,16 +176,14 @@ impl SwarmProvider {
         let m = self.manager()?;
         let filters: HashMap<String, Vec<String>> =
             HashMap::from([("label".to_string(), vec![SECRET_LABEL.to_string()])]);
-        let list = m
-            .client()
-            .await?
-            .list_secrets(Some(
-                ListSecretsOptionsBuilder::default()
-                    .filters(&filters)
-                    .build(),
-            ))
-            .await
-            .map_err(|e| api_error(&m.name, "listing the swarm secrets", e))?;
+        let c = m.client().await?;
+        let options = ListSecretsOptionsBuilder::default()
+            .filters(&filters)
+            .build();
+        let list = read(&m.name, "listing the swarm secrets", move || {
+            c.list_secrets(Some(options.clone()))
+        })
+        .await?;
         let mut out: BTreeMap<String, Vec<(String, String, String)>> = BTreeMap::new();
         for s in list {
             let spec = s.spec.unwrap_or_default();
@@ -218,11 +230,11 @@ impl SwarmProvider {
         };
         let networks = if wants(|o| matches!(o, Object::Network(_))) {
             let m = self.manager()?;
-            m.client()
-                .await?
-                .list_networks(None)
-                .await
-                .map_err(|e| api_error(&m.name, "listing the networks", e))?
+            let c = m.client().await?;
+            read(&m.name, "listing the networks", move || {
+                c.list_networks(None)
+            })
+            .await?
         } else {
             Vec::new()
         };
@@ -250,17 +262,7 @@ impl SwarmProvider {
                         remote: json!({"id": x.id}),
                         token: None,
                     }),
-                Object::Secret(n) => secrets.get(n).and_then(|versions| {
-                    let (id, name, _) = versions.last()?;
-                    Some(LiveObject {
-                        attrs: attrs(json!({"version": name})),
-                        remote: json!({
-                            "id": id,
-                            "ids": versions.iter().map(|v| v.0.clone()).collect::<Vec<_>>(),
-                        }),
-                        token: Some(id.clone()),
-                    })
-                }),
+                Object::Secret(n) => secrets.get(n).and_then(|v| secret_live(v)),
             };
             if let Some(l) = live {
                 out.insert(addr, l);
@@ -297,10 +299,7 @@ impl SwarmProvider {
     async fn join_node(&self, hostname: &str, ctx: &dyn OpContext) -> Result<(), ProviderError> {
         let m = self.manager()?;
         let mc = m.client().await?;
-        let swarm = mc
-            .inspect_swarm()
-            .await
-            .map_err(|e| api_error(&m.name, "reading the swarm", e))?;
+        let swarm = read(&m.name, "reading the swarm", move || mc.inspect_swarm()).await?;
         let token = swarm
             .join_tokens
             .and_then(|t| t.worker)
@@ -311,10 +310,7 @@ impl SwarmProvider {
             .ok_or_else(|| ProviderError::Other("the manager leads no swarm".into()))?;
         let w = self.engines.get(hostname)?;
         let wc = w.client().await?;
-        let info = wc
-            .info()
-            .await
-            .map_err(|e| api_error(&w.name, "reading the engine info", e))?;
+        let info = read(&w.name, "reading the engine info", move || wc.info()).await?;
         // A node still in a swarm (an old one, or this one from before it was removed) leaves first.
         if info
             .swarm
@@ -486,10 +482,10 @@ impl SwarmProvider {
         if old.is_empty() {
             return Ok(());
         }
-        let services = c
-            .list_services(None)
-            .await
-            .map_err(|e| api_error(&m.name, "listing the services", e))?;
+        let services = read(&m.name, "listing the services", move || {
+            c.list_services(None)
+        })
+        .await?;
         for s in services {
             let (Some(id), Some(mut spec)) = (s.id.clone(), s.spec.clone()) else {
                 continue;
@@ -691,6 +687,18 @@ impl ResourceProvider for SwarmProvider {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_rotation_cut_short_reads_as_every_version_so_the_plan_finishes_it() {
+        let v = |id: &str, name: &str, at: &str| (id.to_string(), name.to_string(), at.to_string());
+        let one = secret_live(&[v("a", "db-111", "1")]).unwrap();
+        assert_eq!(one.attrs["version"], json!("db-111"));
+        let two = secret_live(&[v("a", "db-111", "1"), v("b", "db-222", "2")]).unwrap();
+        assert_eq!(two.attrs["version"], json!("db-222, db-111"));
+        assert_eq!(two.remote["ids"], json!(["a", "b"]));
+        assert_eq!(two.token.as_deref(), Some("b"));
+        assert!(secret_live(&[]).is_none());
+    }
 
     #[test]
     fn base64_encodes() {

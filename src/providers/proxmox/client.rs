@@ -18,7 +18,8 @@ use tokio::sync::Mutex;
 use super::{PveApi, PveAuth, PveSettings};
 use crate::providers::{BoxFuture, ProviderError};
 
-const READ_ATTEMPTS: u32 = 4;
+/// Attempts of a read, the first included (the Docker and Portainer providers follow it too).
+pub(crate) const READ_ATTEMPTS: u32 = 4;
 /// PVE tickets live two hours; renew well before.
 const TICKET_RENEW_AFTER: Duration = Duration::from_secs(90 * 60);
 
@@ -294,8 +295,8 @@ enum Attempt {
 }
 
 /// 200 ms, 400 ms, 800 ms ... plus up to 50% jitter, so retries of parallel
-/// readers do not arrive together.
-fn backoff(attempt: u32) -> Duration {
+/// readers do not arrive together. The Docker and Portainer providers' reads use it too.
+pub(crate) fn backoff(attempt: u32) -> Duration {
     // `attempt` is the attempt that just failed, from 1: wait 200 ms after the first.
     let base = 200u64 << attempt.saturating_sub(1).min(5);
     let nanos = std::time::SystemTime::now()
