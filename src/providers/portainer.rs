@@ -598,7 +598,7 @@ impl PortainerProvider {
             }
         }
         let filters = json!({"label": [label]}).to_string();
-        let list = self
+        let proxied = self
             .ok(
                 Method::GET,
                 &format!("/endpoints/{eid}/docker/services"),
@@ -606,32 +606,24 @@ impl PortainerProvider {
                 Body::None,
                 &format!("listing the services of stack {stack} through Portainer"),
             )
-            .await
-            .map_err(|e| self.with_engine_reason(e))?;
+            .await;
+        // Both ways failed: the engine's reason first (an agent on a worker
+        // cannot list the swarm's services, so the proxy's is often secondary).
+        let list = match (proxied, &engine_err) {
+            (Ok(list), _) => list,
+            (Err(proxy), Some(engine)) => {
+                return Err(ProviderError::Unreachable(format!(
+                    "{engine}\nand through Portainer's Docker proxy: {proxy}"
+                )));
+            }
+            (Err(proxy), None) => return Err(proxy),
+        };
         match list {
             Value::Array(list) => Ok(summarize_services(stack, &list)),
             other => Err(ProviderError::Other(format!(
                 "Portainer's Docker proxy answered the services of stack {stack} with {other}, not a list"
             ))),
         }
-    }
-
-    /// A failure of the Portainer way, with why phoenix went that way: the
-    /// manager's engine that did not answer is the first thing to fix.
-    fn with_engine_reason(&self, e: ProviderError) -> ProviderError {
-        let Some(why) = self.via_portainer.get() else {
-            return e;
-        };
-        let first = |m: &str| m.lines().next().unwrap_or_default().to_string();
-        let help = why
-            .lines()
-            .find_map(|l| l.strip_prefix("help: "))
-            .unwrap_or("check the swarm manager's Docker engine (PHOENIX_DOCKER_HOST)");
-        ProviderError::Unreachable(format!(
-            "{}\n(read through Portainer because the manager's engine failed: {})\nhelp: {help}",
-            first(&e.to_string()),
-            first(why)
-        ))
     }
 
     /// The stack's services on the manager's engine, as the Engine API writes them.
@@ -1224,42 +1216,6 @@ mod tests {
         let e = key_check(503, &body).unwrap_err().to_string();
         assert!(e.contains("Portainer answered 503"), "{e}");
         assert!(e.contains("help: Portainer failed to answer"), "{e}");
-    }
-
-    #[test]
-    fn a_failure_through_portainer_names_the_engine_that_sent_phoenix_there() {
-        let p = PortainerProvider::new(
-            PortainerSettings::default(),
-            Arc::new(Engines::new(&Default::default())),
-        );
-        let proxy = || {
-            api(
-                503,
-                "listing the services of stack web through Portainer",
-                &json!({"message": "This node is not a swarm manager."}),
-            )
-        };
-        assert!(
-            p.with_engine_reason(proxy())
-                .to_string()
-                .contains("help: Portainer failed")
-        );
-        p.via_portainer
-            .set("listing the services on `mgr`: Connection refused\nhelp: check that the Docker engine of `mgr` runs".into())
-            .unwrap();
-        let e = p.with_engine_reason(proxy()).to_string();
-        assert!(e.contains("not a swarm manager"), "{e}");
-        assert!(
-            e.contains(
-                "the manager's engine failed: listing the services on `mgr`: Connection refused"
-            ),
-            "{e}"
-        );
-        assert!(
-            e.contains("help: check that the Docker engine of `mgr` runs"),
-            "{e}"
-        );
-        assert_eq!(e.matches("help:").count(), 1, "{e}");
     }
 
     #[test]
