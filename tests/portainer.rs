@@ -59,6 +59,14 @@ fn engine(host: &str) -> String {
         .unwrap()
 }
 
+/// `stacks/<name>/` with this compose file and `phoenix.json`.
+fn write_stack(site: &Site, name: &str, compose: &str, manifest: &Value) {
+    let dir = site.root().join("stacks").join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("docker-compose.yml"), compose).unwrap();
+    site.write(&format!("stacks/{name}/phoenix.json"), manifest);
+}
+
 fn site() -> Site {
     let site = Site::new(&[]);
     let mut mgr = vm_from_image(1701, "Portainer", 111);
@@ -71,15 +79,10 @@ fn site() -> Site {
     agent["portainer_agent_hostname"] = json!("portainer-agent.internal.thinkheads.ai");
     agent["docker_stacks"] = json!(["web"]);
     site.set_vms(&[mgr, agent]);
-    let dir = site.root().join("stacks/web");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("docker-compose.yml"),
+    write_stack(
+        &site,
+        "web",
         "version: '3.8'\nservices:\n  app:\n    image: nginx:${TAG}\n    environment:\n      - MODE=${MODE}\n      - DB_PASSWORD=${DB_PASSWORD}\n    networks:\n      - public\nnetworks:\n  public:\n    external: true\n    name: traefik-public\n",
-    )
-    .unwrap();
-    site.write(
-        "stacks/web/phoenix.json",
         &json!({"environments": {"production": {
             "variables": [{"name": "TAG", "value": "1.25"}, {"name": "MODE", "value": "prod"},
                           {"name": "DB_PASSWORD", "value": "set-by-environment"}],
@@ -478,15 +481,10 @@ fn plans_need_no_secrets_and_the_apply_that_does_says_so() {
     agent["portainer_role"] = json!("agent");
     agent["docker_stacks"] = json!(["vault"]);
     site.set_vms(&[mgr, agent]);
-    let dir = site.root().join("stacks/vault");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("docker-compose.yml"),
+    write_stack(
+        &site,
+        "vault",
         "services:\n  app:\n    image: busybox\n    secrets: [vault_token]\nsecrets:\n  vault_token:\n    external: true\n",
-    )
-    .unwrap();
-    site.write(
-        "stacks/vault/phoenix.json",
         &json!({"environments": {"production": {"variables": [
             {"name": "VAULT_PASSWORD", "value": ""}]}}}),
     );
@@ -555,14 +553,12 @@ fn stacks_use_their_secrets_by_version_and_follow_a_rotation() {
     vm["portainer_role"] = json!("agent");
     vm["docker_stacks"] = json!(["vault"]);
     site.set_vms(&[vm]);
-    let dir = site.root().join("stacks/vault");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("docker-compose.yml"),
+    write_stack(
+        &site,
+        "vault",
         "services:\n  app:\n    image: busybox:1.36\n    secrets:\n      - source: vault_token\n        target: token\nsecrets:\n  vault_token:\n    external: true\n",
-    )
-    .unwrap();
-    site.write("stacks/vault/phoenix.json", &json!({"environments": {}}));
+        &json!({"environments": {}}),
+    );
     let with = |args: &[&str], value: &str| {
         run_with(&site, args, &[("PHOENIX_SECRET_VAULT_TOKEN", value)])
     };
@@ -709,18 +705,12 @@ fn an_environment_changes_in_place_and_stacks_are_read_through_portainer_without
     agent["portainer_agent_hostname"] = json!("upagent-a.lab");
     agent["docker_stacks"] = json!(["upweb"]);
     site.set_vms(&[mgr.clone(), agent.clone()]);
-    let dir = site.root().join("stacks/upweb");
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("docker-compose.yml"),
+    write_stack(
+        &site,
+        "upweb",
         "version: '3.8'\nservices:\n  app:\n    image: nginx:1.25\n    environment:\n      - MODE=prod\n    deploy:\n      replicas: 2\n",
-    )
-    .unwrap();
-    std::fs::write(
-        dir.join("phoenix.json"),
-        r#"{"environments": {"production": {}}}"#,
-    )
-    .unwrap();
+        &json!({"environments": {"production": {}}}),
+    );
 
     let (code, out) = run(&site, &["apply", "--auto-approve"]);
     assert_eq!(code, Some(0), "{out}");

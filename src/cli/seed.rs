@@ -216,8 +216,7 @@ pub fn lets_go(ctx: &Context, v: VerbArgs) -> Result<Exit> {
         .resources
         .iter()
         .filter(|(a, r)| {
-            seed::GUEST_KINDS.contains(&a.kind())
-                && r.attrs.get("status").and_then(|s| s.as_str()) == Some("running")
+            a.is_guest() && r.attrs.get("status").and_then(|s| s.as_str()) == Some("running")
         })
         .map(|(a, _)| a.clone())
         .collect();

@@ -21,7 +21,16 @@ pub struct AddressError {
     pub why: &'static str,
 }
 
+/// The kinds that are guests (containers and VMs): what bare ids name, what
+/// power verbs act on, what other objects live in or go with.
+pub const GUEST_KINDS: [&str; 2] = ["lxc", "vm"];
+
 impl Address {
+    /// Whether it names a guest (a container or a VM).
+    pub fn is_guest(&self) -> bool {
+        GUEST_KINDS.contains(&self.kind())
+    }
+
     pub fn new(kind: impl Into<String>, name: impl Into<String>) -> Self {
         Address {
             kind: kind.into(),

@@ -411,37 +411,34 @@ pub fn render(
     }
     canonical_secrets(&mut doc);
     let compose = serde_yaml_ng::to_string(&doc).map_err(|e| format!("cannot write it: {e}"))?;
-    let secret_versions: BTreeMap<String, String> = external_secrets(&doc)
-        .into_iter()
-        .filter_map(|logical| {
-            let v = super::swarm::secret_value(site_root, &logical)?;
-            let version = super::swarm::secret_version(&logical, &v);
-            Some((logical, version))
-        })
-        .collect();
     let externals = |section: &str| -> Vec<String> {
         let mut out: Vec<String> = doc
             .get(section)
             .and_then(serde_yaml_ng::Value::as_mapping)
             .into_iter()
             .flatten()
-            .filter(|(_, d)| {
-                d.get("external")
-                    .is_some_and(|e| e.as_bool() == Some(true) || e.is_mapping())
-            })
+            .filter(|(_, d)| is_external(d))
             .filter_map(|(k, d)| d.get("name").and_then(yaml_str).or_else(|| yaml_str(k)))
             .collect();
         out.sort();
         out.dedup();
         out
     };
+    let secrets = externals("secrets");
+    let secret_versions: BTreeMap<String, String> = secrets
+        .iter()
+        .filter_map(|logical| {
+            let v = super::swarm::secret_value(site_root, logical)?;
+            Some((logical.clone(), super::swarm::secret_version(logical, &v)))
+        })
+        .collect();
     Ok(Rendered {
         compose,
         env,
         secret_env,
         services: summary,
         networks: externals("networks"),
-        secrets: externals("secrets"),
+        secrets,
         secret_versions,
     })
 }
@@ -476,17 +473,6 @@ fn canonical_secrets(doc: &mut serde_yaml_ng::Value) {
             m.insert("name".into(), logical.into());
         }
     }
-}
-
-/// The logical names of a canonical file's external secrets.
-fn external_secrets(doc: &serde_yaml_ng::Value) -> Vec<String> {
-    doc.get("secrets")
-        .and_then(serde_yaml_ng::Value::as_mapping)
-        .into_iter()
-        .flatten()
-        .filter(|(_, d)| is_external(d))
-        .filter_map(|(_, d)| d.get("name").and_then(yaml_str))
-        .collect()
 }
 
 /// Point a rendered file's external secrets at their versions (`db_password`

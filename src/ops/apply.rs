@@ -56,15 +56,9 @@ impl StateStore for LocalStore {
             .saver
             .lock()
             .map_err(|_| "state mutex poisoned".to_string())?;
-        saver.write(serial, document).map_err(|e| {
-            let mut s = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(c) = src {
-                s.push_str(&format!(": {c}"));
-                src = c.source();
-            }
-            s
-        })
+        saver
+            .write(serial, document)
+            .map_err(|e| crate::error::chain(&e))
     }
 }
 

@@ -206,13 +206,12 @@ async fn refresh_site(
         .cloned()
         .partition(|a| model::kind_of(a.kind()).is_some_and(|k| k.lives_in_guest()));
     let mut live = refresh(ctx, registry, &outside).await?;
-    let is_guest = |a: &Address| matches!(a.kind(), "vm" | "lxc");
     let (readable, unborn): (BTreeSet<Address>, BTreeSet<Address>) =
         inside.into_iter().partition(|a| {
             desired
                 .with_dependencies(std::slice::from_ref(a))
                 .iter()
-                .filter(|d| is_guest(d) && outside.contains(*d))
+                .filter(|d| d.is_guest() && outside.contains(*d))
                 .all(|g| live.contains_key(g))
         });
     if !unborn.is_empty() {

@@ -17,12 +17,7 @@ use crate::plan::{Action, Plan};
 use crate::providers::{self, OpContext, PowerAction};
 use crate::state::{LockMode, State};
 
-/// The kinds that are guests: what bare ids name and what power verbs act on.
-pub const GUEST_KINDS: [&str; 2] = ["lxc", "vm"];
-
-fn is_guest(a: &Address) -> bool {
-    GUEST_KINDS.contains(&a.kind())
-}
+pub use crate::model::address::GUEST_KINDS;
 
 /// Resolve what the user typed into addresses known to the manifests or the state.
 pub fn resolve(items: &[String], desired: &Desired, state: &State) -> Result<Vec<Address>> {
@@ -90,7 +85,7 @@ pub fn removal_set(targets: &[Address], desired: &Desired) -> Result<BTreeSet<Ad
             if set.contains(a) || !r.depends_on.iter().any(|d| set.contains(d)) {
                 continue;
             }
-            if is_guest(a) {
+            if a.is_guest() {
                 let on: Vec<String> = r
                     .depends_on
                     .iter()
@@ -166,7 +161,7 @@ pub async fn power(
     let site = load_site(ctx)?;
     let desired = super::desired(ctx, &site)?;
     let targets = resolve(items, &desired, &state)?;
-    if let Some(a) = targets.iter().find(|a| !is_guest(a)) {
+    if let Some(a) = targets.iter().find(|a| !a.is_guest()) {
         return Err(Error::msg(
             format!("{a} is not a guest"),
             "start, stop and restart act on `lxc.*` and `vm.*`",
@@ -282,7 +277,7 @@ pub async fn status(
             .resources
             .keys()
             .chain(planned.state.resources.keys())
-            .filter(|a| is_guest(a))
+            .filter(|a| a.is_guest())
             .cloned()
             .collect::<BTreeSet<_>>()
             .into_iter()

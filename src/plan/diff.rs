@@ -321,7 +321,7 @@ pub fn diff(input: &DiffInput<'_>) -> Result<Plan, Vec<PlanProblem>> {
 fn recreate_with_replaced_guests(changes: &mut Vec<Change>, input: &DiffInput<'_>) {
     let replaced: BTreeSet<Address> = changes
         .iter()
-        .filter(|c| c.action == Action::Replace && matches!(c.address.kind(), "lxc" | "vm"))
+        .filter(|c| c.action == Action::Replace && c.address.is_guest())
         .map(|c| c.address.clone())
         .collect();
     if replaced.is_empty() {

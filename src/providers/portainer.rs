@@ -128,14 +128,7 @@ fn is_loopback(url: &str) -> bool {
 }
 
 fn failed(what: &str, e: &reqwest::Error) -> ProviderError {
-    use std::error::Error as _;
-    let mut chain = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        src = s.source();
-    }
+    let chain = crate::error::chain(e);
     let help = if chain.contains("certificate") || chain.contains("UnknownIssuer") {
         "\nhelp: Portainer's certificate is not trusted; point PHOENIX_PORTAINER_CA_FILE at the CA that signed it"
     } else {

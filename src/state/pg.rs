@@ -217,16 +217,7 @@ fn describe(e: &tokio_postgres::Error) -> String {
     if let Some(db) = e.as_db_error() {
         return db.message().to_string();
     }
-    let mut s = e.to_string();
-    let mut src = std::error::Error::source(e);
-    while let Some(c) = src {
-        let c_text = c.to_string();
-        if !s.contains(&c_text) {
-            s.push_str(&format!(": {c_text}"));
-        }
-        src = c.source();
-    }
-    s
+    crate::error::chain(e)
 }
 
 /// One session: the connection, and the runtime that drives it.

@@ -229,16 +229,7 @@ pub fn api_error(engine: &str, what: &str, e: bollard::errors::Error) -> Provide
         }
         other => {
             // The causes say what happened to the connection ("Connection refused").
-            let mut chain = other.to_string();
-            let mut src = std::error::Error::source(&other);
-            while let Some(s) = src {
-                let text = s.to_string();
-                if !chain.contains(&text) {
-                    chain.push_str(": ");
-                    chain.push_str(&text);
-                }
-                src = s.source();
-            }
+            let chain = crate::error::chain(&other);
             ProviderError::Unreachable(format!(
                 "{what} on `{engine}`: {chain}\nhelp: check that the Docker engine of `{engine}` \
                  runs and that PHOENIX_DOCKER_HOST names it, then run phoenix again"

@@ -410,14 +410,16 @@ impl SwarmProvider {
         d: &DesiredResource,
         name: &str,
     ) -> Result<String, ProviderError> {
-        let value_now = model::secret_value(&self.root, name);
+        let no_value = || {
+            ProviderError::Config(format!(
+                "the swarm secret `{name}` has no value, and creating it needs one\nhelp: set {} or write it to secrets/{name} under the site (mode 0600, kept out of git)",
+                model::secret_env_name(name)
+            ))
+        };
         // No version: the plan found no value (plans do not need secrets).
         let Some(want) = d.attrs.get("version").and_then(Value::as_str) else {
-            return Err(match value_now {
-                None => ProviderError::Config(format!(
-                    "the swarm secret `{name}` has no value, and creating it needs one\nhelp: set {} or write it to secrets/{name} under the site (mode 0600, kept out of git)",
-                    model::secret_env_name(name)
-                )),
+            return Err(match model::secret_value(&self.root, name) {
+                None => no_value(),
                 Some(_) => ProviderError::Conflict(format!(
                     "the swarm secret `{name}` got a value since the plan: plan again"
                 )),
@@ -431,12 +433,7 @@ impl SwarmProvider {
         {
             return Ok(id.clone());
         }
-        let value = value_now.ok_or_else(|| {
-            ProviderError::Config(format!(
-                "the swarm secret `{name}` has no value\nhelp: set {} or write it to secrets/{name} under the site",
-                model::secret_env_name(name)
-            ))
-        })?;
+        let value = model::secret_value(&self.root, name).ok_or_else(no_value)?;
         // The value read now must be the one the plan saw.
         if model::secret_version(name, &value) != want {
             return Err(ProviderError::Conflict(format!(

@@ -307,14 +307,7 @@ pub(crate) fn backoff(attempt: u32) -> Duration {
 }
 
 fn transport_error(base: &str, e: &reqwest::Error) -> ProviderError {
-    use std::error::Error as _;
-    let mut chain = e.to_string();
-    let mut src = e.source();
-    while let Some(s) = src {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        src = s.source();
-    }
+    let chain = crate::error::chain(e);
     let help = if chain.contains("certificate") || chain.contains("UnknownIssuer") {
         "help: the server's certificate is not trusted; point PHOENIX_PVE_CA_FILE at the CA that signed it"
     } else if e.is_timeout() {
